@@ -1,0 +1,92 @@
+"""Constants shared by every layer of conntrack_lib.
+
+Names, numbers and allow-lists here are the single source of truth for
+validation: a value that is not listed here never reaches an argv.
+"""
+
+from typing import Final
+
+#: Zone 0 is the kernel's default zone; zones are 16-bit.
+MIN_CONNTRACK_ZONE_ID: Final = 1
+MAX_CONNTRACK_ZONE_ID: Final = 65535
+
+#: Where Debian's ``conntrack`` package installs the binary.
+CONNTRACK_BINARY: Final = "/usr/sbin/conntrack"
+#: Where iproute2 keeps named network namespaces.
+NETNS_RUN_DIR: Final = "/run/netns"
+
+IPV4: Final = "ipv4"
+IPV6: Final = "ipv6"
+FAMILIES: Final = (IPV4, IPV6)
+FAMILY_NUMBERS: Final = {IPV4: 2, IPV6: 10}
+FAMILY_BY_NUMBER: Final = {2: IPV4, 10: IPV6}
+
+#: Protocols with a dedicated handler in conntrack-tools 1.4.x.
+PROTOCOL_NUMBERS: Final = {
+    "icmp": 1,
+    "tcp": 6,
+    "udp": 17,
+    "dccp": 33,
+    "gre": 47,
+    "icmpv6": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
+PROTOCOL_NAMES: Final = {num: name for name, num in PROTOCOL_NUMBERS.items()}
+
+#: Protocols whose tuples carry ports.
+PORT_PROTOCOLS: Final = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
+ICMP_PROTOCOLS: Final = frozenset({"icmp", "icmpv6"})
+#: Protocols whose ``-I`` requires ``--state``.
+STATEFUL_PROTOCOLS: Final = frozenset({"tcp", "sctp", "dccp"})
+
+TCP_STATES: Final = (
+    "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+    "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2",
+)
+SCTP_STATES: Final = (
+    "NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED",
+    "SHUTDOWN_SENT", "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT",
+)
+DCCP_STATES: Final = (
+    "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
+    "TIMEWAIT", "IGNORE", "INVALID",
+)
+STATES_BY_PROTOCOL: Final = {
+    "tcp": TCP_STATES,
+    "sctp": SCTP_STATES,
+    "dccp": DCCP_STATES,
+}
+DCCP_ROLES: Final = ("client", "server")
+
+#: Status words ``-u`` accepts, spelled in full (prefixes hit the
+#: SRC_NAT/DST_NAT trap of 1.4.7).
+STATUS_FLAGS: Final = (
+    "ASSURED", "SEEN_REPLY", "UNSET", "FIXED_TIMEOUT", "EXPECTED",
+    "OFFLOAD", "HW_OFFLOAD",
+)
+#: ``UNREPLIED`` means "SEEN_REPLY clear" as a filter.
+STATUS_FILTER_WORDS: Final = STATUS_FLAGS + ("UNREPLIED",)
+#: Bracketed flags conntrack prints in a text line.
+DISPLAY_FLAGS: Final = ("UNREPLIED", "ASSURED", "OFFLOAD", "HW_OFFLOAD")
+
+EVENT_MASKS: Final = ("ALL", "NEW", "UPDATES", "DESTROY")
+EVENT_TYPES: Final = ("NEW", "UPDATE", "DESTROY")
+
+#: ``-o`` keywords the library renders (``save`` and ``userspace`` are
+#: deliberately absent: save drops marks, userspace is a no-op).
+OUTPUT_FORMATS: Final = ("extended", "id", "xml", "timestamp", "ktimestamp", "labels")
+
+MAX_PORT: Final = 65535
+MAX_MARK: Final = 0xFFFFFFFF
+MAX_ICMP_FIELD: Final = 255
+MAX_ICMP_ID: Final = 65535
+MAX_GRE_KEY: Final = 65535
+MAX_VTAG: Final = 0xFFFFFFFF
+#: conntrack clamps larger timeouts anyway; 2**31-1 keeps atol() exact.
+MAX_TIMEOUT: Final = 2**31 - 1
+
+#: Exit codes of conntrack 1.4.7.
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_BAD_PARAMETER: Final = 2

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prepare a machine for conntrack_lib: the Debian packages it drives, and a
+# virtualenv (.venv) holding the library and its test dependencies.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="${CONNTRACK_LIB_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+
+need_debs=()
+command -v conntrack >/dev/null 2>&1 || [ -x /usr/sbin/conntrack ] || need_debs+=(conntrack)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_debs+=(iproute2)
+"$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_debs+=(python3-venv)
+if [ "${#need_debs[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bootstrap: missing Debian packages ${need_debs[*]}; run as root or install them" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing ${need_debs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_debs[@]}" >/dev/null
+fi
+
+stamp="$venv/.conntrack_lib-deps"
+want=$(cat "$root/requirements.txt" "$root/test-requirements.txt" "$root/doc-requirements.txt" | sha256sum)
+if [ ! -x "$venv/bin/python" ]; then
+    echo "bootstrap: creating $venv" >&2
+    "$python" -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: installing Python dependencies into $venv" >&2
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
+    "$venv/bin/pip" install -q -r "$root/requirements.txt" -r "$root/test-requirements.txt" \
+        -r "$root/doc-requirements.txt"
+    echo "$want" > "$stamp"
+fi
+# The package itself, editable, so console scripts and entry points exist.
+if ! "$venv/bin/python" -c 'import importlib.metadata as m; m.distribution("conntrack_lib")' \
+        >/dev/null 2>&1; then
+    "$venv/bin/pip" install -q --no-deps -e "$root" >/dev/null
+fi
