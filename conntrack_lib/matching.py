@@ -64,8 +64,8 @@ def subsumes(broad: Mapping[str, Any], narrow: Mapping[str, Any]) -> bool:
 def _normalise(name: str, value: Any) -> Any:
     if name == "proto":
         return _protonum(value)
-    if name in ("status", "labels") and not isinstance(value, str):
-        return frozenset(value)
+    if name in ("status", "labels"):
+        return frozenset([value] if isinstance(value, str) else value)
     if name == "mark" and isinstance(value, int):
         return (value, constants.MAX_MARK)
     if name == "mark":

@@ -11,10 +11,9 @@ from collections.abc import Iterator, Mapping
 
 import netaddr
 
-_frozen = dataclasses.dataclass(frozen=True, slots=True)
 
 
-@_frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class FlowTuple:
     """One direction of a flow: addresses plus the layer-4 identifiers.
 
@@ -66,7 +65,7 @@ def _l4_suffix(flow: FlowTuple) -> str:
     return (" " + " ".join(parts)) if parts else ""
 
 
-@_frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Counters:
     """Packet and byte counters of both directions (nf_conntrack_acct=1)."""
 
@@ -82,7 +81,7 @@ class Counters:
         )
 
 
-@_frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
     """One conntrack entry, as listed by ``conntrack -L`` or ``-o xml``.
 
@@ -147,7 +146,7 @@ class Entry:
         return (self.family, self.protonum, self.original, self.zone)
 
 
-@_frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Event:
     """One line of ``conntrack -E``: an event type and the entry it carries."""
 
@@ -162,7 +161,7 @@ class Event:
         return f"[{self.type}] {self.entry}{origin}"
 
 
-@_frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class CpuStats:
     """Per-CPU statistics of ``conntrack -S``.
 
