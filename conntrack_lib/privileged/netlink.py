@@ -1,0 +1,338 @@
+"""Delete exact flows through ctnetlink, as root, in batches.
+
+The entrypoints take flows in primitive form (see
+:func:`conntrack_lib.netlink.validate_flow`), re-validate every one of them
+here, in the daemon, and talk to the kernel over a NETLINK_NETFILTER socket
+opened inside the requested network namespace.  No process is started.
+
+Entering a namespace: ``setns(2)`` changes the namespace of the calling
+thread only, so the socket is created in a dedicated short-lived thread
+that joins the namespace and exits; the socket stays bound to the
+namespace it was created in.  A namespace that does not exist is an error;
+it is never created.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import select
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
+
+from conntrack_lib import constants, exceptions, netlink, netns, privileged
+
+#: Requests per ``send``; every acknowledgement of one batch is read before
+#: the next batch is sent, so this is also the in-flight window.
+DEFAULT_BATCH: Final = 256
+MAX_BATCH: Final = 4096
+#: Flows per call; bounds the daemon's memory and the reply size.
+MAX_FLOWS: Final = 1_000_000
+#: Socket buffers asked for with the FORCE variants (root may exceed
+#: net.core.rmem_max); the kernel doubles the value it is given.
+SOCKET_BUFFER: Final = 4 * 1024 * 1024
+#: Upper bound on the kernel's memory charge for one queued acknowledgement
+#: (measured: 768 bytes on a 64-bit kernel); sizes the in-flight window.
+ACK_TRUESIZE: Final = 1024
+#: Seconds to wait for an acknowledgement that the kernel already queued.
+RECV_TIMEOUT: Final = 10.0
+#: The flow the probe looks up (a GET, never a delete): udp between two
+#: documentation addresses with port 0 in zone 65535.
+PROBE_FLOW: Final = {
+    "family": constants.IPV4, "protonum": 17, "src": "192.0.2.1", "dst": "192.0.2.2",
+    "sport": 0, "dport": 0, "icmp_type": None, "icmp_code": None, "icmp_id": None,
+    "zone": constants.MAX_CONNTRACK_ZONE_ID,
+}
+
+SOL_NETLINK: Final = 270
+NETLINK_CAP_ACK: Final = 10
+SO_SNDBUFFORCE: Final = 32
+SO_RCVBUFFORCE: Final = 33
+CLONE_NEWNET: Final = 0x40000000
+
+_RECV_SIZE: Final = 65536
+_T = TypeVar("_T")
+
+
+@privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
+def delete_flows(namespace: str | None, flows: list[dict[str, Any]],
+                 batch_size: int = DEFAULT_BATCH) -> list[int]:
+    """Delete exact flows in ``namespace`` and return one errno per flow.
+
+    :param namespace: a name under /run/netns, or ``None`` for the daemon's own.
+    :param flows: flows in primitive form.
+    :param batch_size: requests per send (1..MAX_BATCH).
+    :returns: 0 deleted, ``errno.ENOENT`` not found, any other errno: failed.
+    :raises InvalidArgumentError: a flow, the name or the batch size is invalid.
+    :raises NamespaceNotFoundError: the namespace does not exist.
+    :raises PermissionDeniedError: the kernel refused (no CAP_NET_ADMIN).
+    """
+    return _delete_flows_impl(namespace, flows, batch_size)
+
+
+@privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
+def netlink_usable(namespace: str | None) -> bool:
+    """Tell whether ctnetlink answers exact lookups in ``namespace``."""
+    return _netlink_usable_impl(namespace)
+
+
+def _delete_flows_impl(namespace: str | None, flows: Sequence[dict[str, Any]],
+                       batch_size: int = DEFAULT_BATCH) -> list[int]:
+    """Do the work of :func:`delete_flows` in the calling process."""
+    bodies = _validated_bodies(flows)
+    batch = _validate_batch_size(batch_size)
+    if not bodies:
+        _validate_namespace(namespace)
+        return []
+    with _open_socket(namespace) as sock:
+        return _exchange(sock, bodies, batch)
+
+
+def _netlink_usable_impl(namespace: str | None) -> bool:
+    """Do the work of :func:`netlink_usable` in the calling process."""
+    body = netlink.encode_body(netlink.validate_flow(PROBE_FLOW))
+    try:
+        with _open_socket(namespace) as sock:
+            sock.send(netlink.encode_message(body, 1, netlink.MSG_CT_GET))
+            acks = _read_acks(sock, 1)
+    except (OSError, exceptions.CommandError):
+        return False
+    # ENOENT: lookups work and the flow is absent; EPERM and the like: no.
+    return bool(acks) and acks[0].errno in (0, errno.ENOENT)
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+def _validated_bodies(flows: Sequence[dict[str, Any]]) -> list[bytes]:
+    if not isinstance(flows, (list, tuple)):
+        raise exceptions.InvalidArgumentError("flows", type(flows).__name__,
+                                              "expected a list of flows")
+    if len(flows) > MAX_FLOWS:
+        raise exceptions.InvalidArgumentError("flows", len(flows),
+                                              f"at most {MAX_FLOWS} flows per call")
+    encode, validate = netlink.encode_body, netlink.validate_flow
+    return [encode(validate(flow)) for flow in flows]
+
+
+def _validate_batch_size(batch_size: int) -> int:
+    if type(batch_size) is not int or not 1 <= batch_size <= MAX_BATCH:
+        raise exceptions.InvalidArgumentError("batch_size", batch_size,
+                                              f"expected an int in 1..{MAX_BATCH}")
+    return batch_size
+
+
+def _validate_namespace(name: str | None) -> str | None:
+    return None if name is None else netns.validate_name(name)
+
+
+# --------------------------------------------------------------------------
+# Socket in the right namespace
+# --------------------------------------------------------------------------
+
+def _open_socket(namespace: str | None) -> socket.socket:
+    name = _validate_namespace(namespace)
+    if name is None:
+        return _new_socket()
+    fd = _open_namespace(name)
+    try:
+        return _run_in_namespace(fd, name, _new_socket)
+    finally:
+        os.close(fd)
+
+
+def _open_namespace(name: str) -> int:
+    path = os.path.join(constants.NETNS_RUN_DIR, name)
+    try:
+        # O_NOFOLLOW: a symlink planted under /run/netns is not a namespace.
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise _namespace_error(name, "network namespace not found") from None
+    except OSError as exc:
+        raise _namespace_error(name, exc.strerror or str(exc)) from None
+
+
+def _namespace_error(name: str, reason: str) -> exceptions.NamespaceNotFoundError:
+    return exceptions.NamespaceNotFoundError(
+        ("setns", os.path.join(constants.NETNS_RUN_DIR, name)), None, "", reason)
+
+
+def _run_in_namespace(fd: int, name: str, func: Callable[[], _T]) -> _T:
+    """Run ``func`` in a fresh OS thread that first joins the namespace ``fd``."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            _setns(fd, name)
+            outcome["value"] = func()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = _os_thread_class()(target=target, name=f"ctnl-setns-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result: _T = outcome["value"]
+    return result
+
+
+def _os_thread_class() -> type[threading.Thread]:
+    # Under eventlet monkey-patching threading.Thread is a green thread that
+    # shares the OS thread of its caller; setns() there would move the whole
+    # process.  Use the original module in that case.
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        thread_class: type[threading.Thread] = patcher.original("threading").Thread
+        return thread_class
+    return threading.Thread
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Python 3.11 has no os.setns; loaded on first use, not at import.
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int, name: str) -> None:
+    if _libc().setns(fd, CLONE_NEWNET) == 0:
+        return
+    err = ctypes.get_errno()
+    if err == errno.EPERM:
+        raise exceptions.PermissionDeniedError(("setns", name), None, "",
+                                               os.strerror(err))
+    raise _namespace_error(name, f"setns: {os.strerror(err)}")
+
+
+def _new_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                         netlink.NETLINK_NETFILTER)
+    try:
+        sock.bind((0, 0))
+        # Error acks then carry only the request's header, not its body.
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        _grow_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
+        _grow_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
+        # Non-blocking: the kernel queues every ack of a send before send
+        # returns, so a recv normally finds one; poll only when it does not.
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _grow_buffer(sock: socket.socket, force_option: int, option: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_option, SOCKET_BUFFER)
+    except PermissionError:
+        # Without CAP_NET_ADMIN the kernel caps the size at net.core.*mem_max.
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
+# --------------------------------------------------------------------------
+# The exchange
+# --------------------------------------------------------------------------
+
+def ack_window(sock: socket.socket, batch_size: int) -> int:
+    """Return how many requests may be in flight without overrunning ``sock``.
+
+    The kernel answers a whole ``send`` before it returns and drops an
+    acknowledgement (setting ENOBUFS) when the receive queue is full, so a
+    batch must fit the receive buffer.
+    """
+    capacity = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // ACK_TRUESIZE
+    return max(1, min(batch_size, capacity))
+
+
+def _exchange(sock: socket.socket, bodies: Sequence[bytes], batch_size: int) -> list[int]:
+    results = [-1] * len(bodies)
+    pending = list(range(len(bodies)))
+    window = ack_window(sock, batch_size)
+    seq_base = 1
+    while pending:
+        lost = _send_all(sock, bodies, pending, results, window=window, seq_base=seq_base)
+        seq_base += len(pending)
+        if lost and window == 1:
+            raise exceptions.CommandError(("netlink", "delete"), None, "",
+                                          "acknowledgements lost with a window of 1")
+        # An overrun means the window was too large for this socket: halve
+        # it and re-send what was not acknowledged.  A re-sent delete of a
+        # flow whose first acknowledgement was lost answers ENOENT.
+        pending, window = lost, max(1, window // 2) if lost else window
+    return results
+
+
+def _send_all(sock: socket.socket, bodies: Sequence[bytes], indexes: Sequence[int],
+              results: list[int], *, window: int, seq_base: int) -> list[int]:
+    """Send ``indexes`` in windows, fill ``results``; return the unacknowledged ones."""
+    lost: list[int] = []
+    for start in range(0, len(indexes), window):
+        chunk = indexes[start:start + window]
+        first_seq = seq_base + start
+        sock.send(netlink.encode_batch((bodies[i] for i in chunk), first_seq))
+        acks = _read_acks(sock, len(chunk))
+        _record(acks, chunk, first_seq, results)
+        lost.extend(i for i in chunk if results[i] < 0)
+    return lost
+
+
+def _record(acks: Sequence[netlink.Ack], chunk: Sequence[int], first_seq: int,
+            results: list[int]) -> None:
+    for seq, err in acks:
+        position = seq - first_seq
+        if 0 <= position < len(chunk):
+            if err == errno.EPERM:
+                raise exceptions.PermissionDeniedError(
+                    ("netlink", "delete"), None, "", os.strerror(err))
+            results[chunk[position]] = err
+
+
+def _read_acks(sock: socket.socket, expected: int) -> list[netlink.Ack]:
+    """Read up to ``expected`` acknowledgements; stop early after an overrun."""
+    buf = bytearray(_RECV_SIZE)
+    acks: list[netlink.Ack] = []
+    while len(acks) < expected:
+        try:
+            size = sock.recv_into(buf)
+        except BlockingIOError:
+            _wait_readable(sock)
+            continue
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            # Some acks were dropped; take what is still queued, then stop.
+            acks.extend(_drain(sock, buf))
+            break
+        acks.extend(netlink.iter_acks(memoryview(buf)[:size]))
+    return acks
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    readable, _, _ = select.select([sock], [], [], RECV_TIMEOUT)
+    if not readable:
+        raise exceptions.CommandTimeoutError(
+            ("netlink", "recv"), None, "", f"no acknowledgement within {RECV_TIMEOUT} s")
+
+
+def _drain(sock: socket.socket, buf: bytearray) -> list[netlink.Ack]:
+    acks: list[netlink.Ack] = []
+    while True:
+        try:
+            size = sock.recv_into(buf)
+        except BlockingIOError:
+            return acks
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                continue
+            raise
+        acks.extend(netlink.iter_acks(memoryview(buf)[:size]))
+
+
+__all__ = ["DEFAULT_BATCH", "MAX_BATCH", "ack_window", "delete_flows", "netlink_usable"]
