@@ -582,7 +582,8 @@ def _python_matchable(request: Mapping[str, Any]) -> bool:
 
 
 def _exact_match(entry: Entry) -> dict[str, Any]:
-    match: dict[str, Any] = {"family": entry.family, "proto": entry.proto,
+    proto: str | int = entry.proto if entry.proto != "unknown" else entry.protonum
+    match: dict[str, Any] = {"family": entry.family, "proto": proto,
                              "src": str(entry.original.src), "dst": str(entry.original.dst)}
     for name in ("sport", "dport", "icmp_type", "icmp_code", "icmp_id"):
         value = getattr(entry.original, name)

@@ -1,0 +1,862 @@
+"""Typed, validated conntrack commands.
+
+A command object holds every option of one ``conntrack`` invocation in a
+validated, canonical form.  It renders an argv (without the binary path), a
+``-R`` load-file line for the commands the load file accepts, and a
+primitive dict that can cross the privsep boundary; :func:`from_primitive`
+rebuilds it on the root side and validates everything again.
+
+The builders know the option legality matrix of conntrack-tools 1.4.7 and
+avoid its rendering pitfalls: ``-p`` comes before protocol options, ``-m``
+after ``-u``, keywords are spelled in full, every value is its own argv
+element, ``-U`` always carries ``-f`` and the table is never attached.
+Options that 1.4.7 accepts but then misapplies are refused, each measured in
+a namespace: ``-F -f FAMILY`` empties every family, ``-D`` ignores ``-t``,
+``!FLAG`` and ``UNREPLIED`` (and deletes the other matches anyway), and
+``-U`` breaks on NAT addresses and SCTP vtags.  Nothing here runs a process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from conntrack_lib import constants, models
+from conntrack_lib import validators as val
+from conntrack_lib.exceptions import InvalidArgumentError
+
+_TUPLE = ("src", "dst", "reply_src", "reply_dst")
+_PORTS = ("sport", "dport", "reply_sport", "reply_dport")
+_ICMP = ("icmp_type", "icmp_code", "icmp_id")
+_KEYS = ("srckey", "dstkey", "reply_srckey", "reply_dstkey")
+_VTAGS = ("orig_vtag", "reply_vtag")
+_ZONES = ("zone", "orig_zone", "reply_zone")
+_MASKS = ("mask_src", "mask_dst")
+_NATS = ("src_nat", "dst_nat")
+_BASE = ("family", "proto", *_TUPLE, *_PORTS, *_ICMP, *_KEYS)
+
+#: Rendering order; it is also the order fields are stored and printed in.
+_OPTIONS: dict[str, str] = {
+    "family": "-f", "proto": "-p", "src": "-s", "dst": "-d", "reply_src": "-r",
+    "reply_dst": "-q", "mask_src": "--mask-src", "mask_dst": "--mask-dst",
+    "sport": "--sport", "dport": "--dport", "reply_sport": "--reply-port-src",
+    "reply_dport": "--reply-port-dst", "state": "--state", "icmp_type": "type",
+    "icmp_code": "code", "icmp_id": "id", "srckey": "--srckey", "dstkey": "--dstkey",
+    "reply_srckey": "--reply-key-src", "reply_dstkey": "--reply-key-dst",
+    "orig_vtag": "--orig-vtag", "reply_vtag": "--reply-vtag", "role": "--role",
+    "timeout": "-t", "status": "-u", "mark": "-m", "zone": "-w",
+    "orig_zone": "--orig-zone", "reply_zone": "--reply-zone", "secmark": "-c",
+    "labels": "-l", "label_add": "--label-add", "label_del": "--label-del",
+    "src_nat": "-n", "dst_nat": "-g", "any_nat": "-j", "id": "-i", "output": "-o",
+    "event_mask": "-e", "duration": "",
+}
+_ORDER = tuple(_OPTIONS)
+
+#: Which fields need which protocol (checked after ``proto`` is known).
+_PROTO_GROUPS: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = (
+    (_PORTS, constants.PORT_PROTOCOLS),
+    (("state",), constants.STATEFUL_PROTOCOLS),
+    (_ICMP, constants.ICMP_PROTOCOLS),
+    (_KEYS, frozenset({"gre"})),
+    (_VTAGS, frozenset({"sctp"})),
+    (("role",), frozenset({"dccp"})),
+)
+_FAMILY_OF_VERSION = {4: constants.IPV4, 6: constants.IPV6}
+_ICMP_FAMILY = {"icmp": constants.IPV4, "icmpv6": constants.IPV6}
+_NAT_FIELDS = (*_NATS, "any_nat")
+#: Every state word of every protocol; the per-protocol list is checked later.
+_ALL_STATES = tuple(dict.fromkeys(
+    constants.TCP_STATES + constants.SCTP_STATES + constants.DCCP_STATES))
+_ADDRESS_FIELDS = (*_TUPLE, *_MASKS, *_NAT_FIELDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Profile:
+    """What one command kind accepts and how its values are read."""
+
+    option: str
+    accepts: frozenset[str]
+    setter: bool = False  # status/mark/NAT are values to set, not filters
+    cidr: bool = True
+    hidden: frozenset[str] = frozenset()  # validated but never rendered
+
+
+def _make_profile(option: str, names: Sequence[str], **kwargs: Any) -> _Profile:
+    return _Profile(option, frozenset(names), **kwargs)
+
+
+_LIST = _make_profile("-L", (*_BASE, *_MASKS, *_ZONES, *_NATS, "state", "status", "mark",
+                        "secmark", "labels", "any_nat", "output"))
+_GET = _make_profile("-G", (*_BASE, *_VTAGS, "state", "labels", "id", "output"),
+                cidr=False, hidden=frozenset({"family"}))
+# -D -t is left out on purpose: 1.4.7 then deletes every other match too.
+_DELETE = _make_profile("-D", (*_BASE, *_MASKS, *_ZONES, *_NATS, "state", "status", "mark",
+                               "labels", "id"))
+_CREATE = _make_profile("-I", (*_BASE, *_VTAGS, *_ZONES, *_NATS, "state", "role", "timeout",
+                          "status", "mark", "label_add"),
+                   setter=True, cidr=False, hidden=frozenset({"family"}))
+# 1.4.7 -U sends the vtags back and the kernel refuses them, so they are no filter.
+_UPDATE_MATCH = frozenset((*_BASE, *_MASKS, *_NATS, "labels", "id"))
+_UPDATE_CHANGES = frozenset(("timeout", "mark", "status", "state", "label_add", "label_del"))
+_UPDATE = _Profile("-U", _UPDATE_MATCH | _UPDATE_CHANGES, setter=True)
+_EVENTS = _make_profile("-E", (*_BASE, *_MASKS, *_ZONES, *_NATS, "state", "mark", "secmark",
+                          "labels", "any_nat", "output", "event_mask", "duration"),
+                   hidden=frozenset({"duration"}))
+_FLUSH = _make_profile("-F", ("family",))
+
+
+# --- per-field normalisation -------------------------------------------------
+
+def _port(name: str, value: object, _p: _Profile) -> int:
+    return val.integer(name, value, 0, constants.MAX_PORT)
+
+
+def _zone(name: str, value: object, _p: _Profile) -> int:
+    return val.integer(name, value, 0, constants.MAX_CONNTRACK_ZONE_ID)
+
+
+def _u32(name: str, value: object, _p: _Profile) -> int:
+    return val.integer(name, value, 0, 0xFFFFFFFF)
+
+
+def _u16(name: str, value: object, _p: _Profile) -> int:
+    return val.integer(name, value, 0, 0xFFFF)
+
+
+def _icmp_field(name: str, value: object, _p: _Profile) -> int:
+    return val.integer(name, value, 0, constants.MAX_ICMP_FIELD)
+
+
+def _address(name: str, value: object, p: _Profile) -> str:
+    return val.ip_or_cidr(name, value) if p.cidr else val.ip_address(name, value)
+
+
+def _status(name: str, value: object, p: _Profile) -> tuple[str, ...]:
+    if p.setter:
+        return val.words(name, value, constants.STATUS_FLAGS)
+    # UNSET is a value to set; as a filter the kernel answers EINVAL.
+    flags = tuple(flag for flag in constants.STATUS_FLAGS if flag != "UNSET")
+    if p.option == "-D":
+        # 1.4.7 -D ignores '!FLAG' and UNREPLIED and then deletes every other match.
+        return val.words(name, value, flags)
+    negated = tuple("!" + flag for flag in flags)
+    result = val.words(name, value, (*flags, "UNREPLIED", *negated))
+    positive = [w for w in result if w != "UNREPLIED" and not w.startswith("!")]
+    if positive and len(positive) != len(result):
+        # (status & mask) == value never holds for such a mix in 1.4.7.
+        raise InvalidArgumentError(name, value, "cannot mix set and clear status words")
+    return result
+
+
+def _mark(name: str, value: object, p: _Profile) -> val.Mark:
+    # -I ignores the mask part, so refuse it rather than drop it silently.
+    return val.mark(name, value, mask_ok=p.option != "-I")
+
+
+def _nat(name: str, value: object, p: _Profile) -> val.Nat:
+    # Only -I reads -n/-g as "create with NAT"; elsewhere a bare flag filters.
+    result = val.nat(name, value, flag_ok=p.option != "-I")
+    if p.option == "-U" and result is not True:
+        # 1.4.7 -U sends the address back, the kernel refuses, and it still counts.
+        raise InvalidArgumentError(name, value, "update matches NAT only as a bare flag")
+    return result
+
+
+def _output(name: str, value: object, p: _Profile) -> tuple[str, ...]:
+    allowed = [fmt for fmt in constants.OUTPUT_FORMATS
+               if fmt != "timestamp" or p.option == "-E"]
+    return val.words(name, value, allowed, upper=False, nonempty=False)
+
+
+def _label_del(name: str, value: object, _p: _Profile) -> bool | tuple[str, ...]:
+    return True if value is True else val.label_names(name, value)
+
+
+_NORMALIZERS: dict[str, Callable[[str, object, _Profile], Any]] = {
+    "family": lambda n, v, _p: val.family(n, v),
+    "proto": lambda n, v, _p: val.protocol(n, v),
+    "src": _address, "dst": _address,
+    "reply_src": lambda n, v, _p: val.ip_address(n, v),
+    "reply_dst": lambda n, v, _p: val.ip_address(n, v),
+    "mask_src": lambda n, v, _p: val.netmask(n, v),
+    "mask_dst": lambda n, v, _p: val.netmask(n, v),
+    "sport": _port, "dport": _port, "reply_sport": _port, "reply_dport": _port,
+    "state": lambda n, v, _p: val.word(n, v, _ALL_STATES),
+    "icmp_type": _icmp_field, "icmp_code": _icmp_field, "icmp_id": _u16,
+    "srckey": _u16, "dstkey": _u16, "reply_srckey": _u16, "reply_dstkey": _u16,
+    "orig_vtag": _u32, "reply_vtag": _u32,
+    "role": lambda n, v, _p: val.word(n, v, constants.DCCP_ROLES, upper=False),
+    "timeout": lambda n, v, _p: val.integer(n, v, 0, constants.MAX_TIMEOUT),
+    "status": _status, "mark": _mark,
+    "zone": _zone, "orig_zone": _zone, "reply_zone": _zone,
+    "secmark": _u32,
+    "labels": lambda n, v, _p: val.label_names(n, v),
+    "label_add": lambda n, v, _p: val.label_names(n, v),
+    "label_del": _label_del,
+    "src_nat": _nat, "dst_nat": _nat,
+    "any_nat": lambda n, v, _p: val.nat(n, v, flag_ok=True),
+    "id": _u32, "output": _output,
+    "event_mask": lambda n, v, _p: val.words(n, v, constants.EVENT_MASKS),
+    "duration": lambda n, v, _p: val.duration(n, v),
+}
+
+
+def _normalize(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str, Any]:
+    """Return the canonical value of every set field; ``None`` means unset."""
+    fields: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in profile.accepts:
+            raise InvalidArgumentError(name, value, f"not accepted by a {kind} command")
+        if value is None:
+            continue
+        canonical = _NORMALIZERS[name](name, value, profile)
+        if canonical != ():  # an empty output list means the default format
+            fields[name] = canonical
+    return fields
+
+
+# --- cross-field checks -------------------------------------------------------
+
+def _check_protocol(fields: Mapping[str, Any]) -> None:
+    """Reject protocol options that the chosen ``proto`` does not have."""
+    proto = fields.get("proto")
+    for names, protocols in _PROTO_GROUPS:
+        for name in names:
+            if name in fields and proto not in protocols:
+                raise InvalidArgumentError(
+                    name, fields[name], f"needs proto {'/'.join(sorted(protocols))}")
+    state = fields.get("state")
+    if state is not None and state not in constants.STATES_BY_PROTOCOL[str(proto)]:
+        raise InvalidArgumentError("state", state, f"not a {proto} state")
+
+
+def _address_of(value: Any) -> str | None:
+    if isinstance(value, tuple):
+        return str(value[0])
+    return value if isinstance(value, str) else None
+
+
+def _check_family(fields: Mapping[str, Any]) -> str | None:
+    """Return the family all addresses agree on, or raise."""
+    family: str | None = fields.get("family")
+    for name in _ADDRESS_FIELDS:
+        address = _address_of(fields.get(name))
+        if address is None:
+            continue
+        found = _FAMILY_OF_VERSION[val.address_version(address)]
+        if family is not None and found != family:
+            raise InvalidArgumentError(name, fields[name], f"not an {family} address")
+        family = found
+    wanted = _ICMP_FAMILY.get(str(fields.get("proto")))
+    if wanted is not None and family is not None and wanted != family:
+        raise InvalidArgumentError("proto", fields["proto"], f"not usable with {family}")
+    return family
+
+
+def _check_combinations(fields: Mapping[str, Any]) -> None:
+    """Reject option combinations that conntrack refuses or misreads."""
+    for mask, address in (("mask_src", "src"), ("mask_dst", "dst")):
+        if mask in fields and "/" in fields.get(address, "/"):
+            raise InvalidArgumentError(mask, fields[mask], f"needs a plain {address} address")
+    if "any_nat" in fields and ("src_nat" in fields or "dst_nat" in fields):
+        raise InvalidArgumentError("any_nat", fields["any_nat"],
+                                   "cannot be combined with src_nat or dst_nat")
+    if "label_add" in fields and "label_del" in fields:
+        raise InvalidArgumentError("label_del", fields["label_del"],
+                                   "cannot be combined with label_add")
+
+
+def _require(fields: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        if name not in fields:
+            raise InvalidArgumentError(name, None, "required for this command")
+
+
+def _require_pairs(fields: Mapping[str, Any], pairs: Sequence[tuple[str, str]]) -> None:
+    for first, second in pairs:
+        if (first in fields) != (second in fields):
+            missing = second if first in fields else first
+            raise InvalidArgumentError(missing, None, f"{first} and {second} go together")
+
+
+def _l4_pairs(proto: object) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """Return the original and reply layer-4 pairs of ``proto``, if any."""
+    if proto in constants.PORT_PROTOCOLS:
+        return (("sport", "dport"), ("reply_sport", "reply_dport"))
+    if proto == "gre":
+        return (("srckey", "dstkey"), ("reply_srckey", "reply_dstkey"))
+    return None
+
+
+def _check_get(fields: Mapping[str, Any]) -> None:
+    """Require what an exact kernel lookup needs: proto and the original tuple."""
+    _require(fields, "proto", "src", "dst")
+    _require_pairs(fields, (("reply_src", "reply_dst"),))
+    pairs = _l4_pairs(fields["proto"])
+    if pairs is not None:
+        _require(fields, *pairs[0])
+        _require_pairs(fields, (pairs[1],))
+    if fields["proto"] in constants.ICMP_PROTOCOLS:
+        _require(fields, "icmp_type", "icmp_code")
+
+
+def _check_create(fields: Mapping[str, Any]) -> None:
+    """Require what ``-I`` requires, direction by direction."""
+    _require(fields, "proto", "timeout")
+    _require_pairs(fields, (("src", "dst"), ("reply_src", "reply_dst")))
+    if "src" not in fields and "reply_src" not in fields:
+        raise InvalidArgumentError("src", None, "needs src and dst or reply_src and reply_dst")
+    proto = fields["proto"]
+    pairs = _l4_pairs(proto)
+    if pairs is not None:
+        for (first, second), address in zip(pairs, ("src", "reply_src"), strict=True):
+            if (address in fields) != (first in fields and second in fields):
+                raise InvalidArgumentError(first, fields.get(first),
+                                           f"{first} and {second} must match the {address}"
+                                           " direction")
+    if proto in constants.STATEFUL_PROTOCOLS:
+        _require(fields, "state")
+    extra = {"sctp": _VTAGS, "dccp": ("role",), "icmp": _ICMP[:2], "icmpv6": _ICMP[:2]}
+    _require(fields, *extra.get(str(proto), ()))
+    if sum(name in fields for name in _ZONES) > 1:
+        raise InvalidArgumentError("zone", fields.get("zone"),
+                                   "zone, orig_zone and reply_zone: at most one")
+
+
+def _validate(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str, Any]:
+    fields = _normalize(raw, profile, kind)
+    _check_protocol(fields)
+    _check_family(fields)
+    _check_combinations(fields)
+    return fields
+
+
+# --- rendering ----------------------------------------------------------------
+
+def _nat_text(value: tuple[str, int]) -> str:
+    address, port = value
+    host = f"[{address}]" if val.address_version(address) == 6 else address
+    return f"{host}:{port}"
+
+
+def _value_text(name: str, value: Any) -> str:
+    if not isinstance(value, tuple):
+        return str(value)
+    if name == "mark":
+        return f"{value[0]}/{value[1]}"
+    if name in _NAT_FIELDS:
+        return _nat_text(value)
+    return ",".join(value)
+
+
+def _render_field(name: str, value: Any, fields: Mapping[str, Any]) -> tuple[str, ...]:
+    option = _OPTIONS[name]
+    if name in _ICMP:
+        option = f"--{fields['proto']}-{option}"
+    if value is True:
+        return (option,)
+    return (option, val.check_token(name, _value_text(name, value)))
+
+
+def _render(option: str, fields: Mapping[str, Any], hidden: frozenset[str]) -> tuple[str, ...]:
+    argv = [option]
+    for name in _ORDER:
+        if name in fields and name not in hidden:
+            argv.extend(_render_field(name, fields[name], fields))
+    return tuple(argv)
+
+
+def _primitive(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_primitive(item) for item in value]
+    return value
+
+
+# --- command classes ----------------------------------------------------------
+
+class Command:
+    """Base class of every conntrack command: frozen, hashable, equal by value."""
+
+    kind: ClassVar[str]
+    affected_word: ClassVar[str | None] = None
+    _profile: ClassVar[_Profile]
+    __slots__ = ("_fields",)
+    _fields: tuple[tuple[str, Any], ...]
+
+    def __init__(self) -> None:
+        raise TypeError("Command is abstract; build one of its subclasses")
+
+    def _freeze(self, fields: Mapping[str, Any]) -> None:
+        ordered = tuple((name, fields[name]) for name in _ORDER if name in fields)
+        object.__setattr__(self, "_fields", ordered)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Command):
+            return NotImplemented
+        return type(self) is type(other) and self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._fields))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (from_primitive, (self.to_primitive(),))
+
+    def _repr_items(self) -> list[str]:
+        return [f"{name}={value!r}" for name, value in self._fields]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(self._repr_items())})"
+
+    __str__ = __repr__
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """Return the set fields in their canonical form."""
+        return dict(self._fields)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return one field's canonical value, or ``default`` when unset."""
+        return self.fields.get(name, default)
+
+    @property
+    def loadable(self) -> bool:
+        """Tell whether this command may be a line of a ``-R`` load file."""
+        return False
+
+    def argv(self) -> tuple[str, ...]:
+        """Return the conntrack arguments, without the binary path."""
+        profile = self._profile
+        return _render(profile.option, self.fields, profile.hidden)
+
+    def load_line(self) -> str:
+        """Return this command as one ``-R`` load-file line.
+
+        :raises InvalidArgumentError: if the load file does not accept it.
+        """
+        if not self.loadable:
+            raise InvalidArgumentError("kind", self.kind, "not accepted in a load file")
+        # Safe to join: every value token was checked to hold no blank or quote.
+        return " ".join(self.argv())
+
+    def to_primitive(self) -> dict[str, Any]:
+        """Return a dict of str/int/list values that :func:`from_primitive` reads."""
+        data: dict[str, Any] = {"kind": self.kind}
+        data.update((name, _primitive(value)) for name, value in self._fields)
+        return data
+
+
+class ListCommand(Command):
+    """``conntrack -L`` with optional filters and output formats."""
+
+    kind = "list"
+    affected_word = "shown"
+    _profile = _LIST
+    __slots__ = ()
+
+    def __init__(self, /, *, output: Sequence[str] = (), **filters: Any) -> None:
+        self._freeze(_validate({**filters, "output": output}, self._profile, self.kind))
+
+    @property
+    def output(self) -> tuple[str, ...]:
+        """Return the ``-o`` keywords."""
+        return tuple(self.get("output", ()))
+
+
+class GetCommand(Command):
+    """``conntrack -G``: an exact lookup by protocol and original tuple (zone 0)."""
+
+    kind = "get"
+    affected_word = "shown"
+    _profile = _GET
+    __slots__ = ()
+
+    def __init__(self, /, *, output: Sequence[str] = (), **tuple_fields: Any) -> None:
+        fields = _validate({**tuple_fields, "output": output}, self._profile, self.kind)
+        _check_get(fields)
+        self._freeze(fields)
+
+    @property
+    def output(self) -> tuple[str, ...]:
+        """Return the ``-o`` keywords."""
+        return tuple(self.get("output", ()))
+
+
+class CreateCommand(Command):
+    """``conntrack -I``: create one flow."""
+
+    kind = "create"
+    affected_word = "created"
+    _profile = _CREATE
+    __slots__ = ()
+
+    def __init__(self, /, *, timeout: int, **fields: Any) -> None:
+        checked = _validate({**fields, "timeout": timeout}, self._profile, self.kind)
+        _check_create(checked)
+        self._freeze(checked)
+
+    @property
+    def loadable(self) -> bool:
+        """Tell whether this command may be a load-file line (always)."""
+        return True
+
+    @property
+    def timeout(self) -> int:
+        """Return the timeout in seconds."""
+        return int(self.get("timeout"))
+
+    @classmethod
+    def from_entry(cls, entry: models.Entry, timeout: int | None = None) -> CreateCommand:
+        """Build the command that recreates ``entry`` (both tuples, zone, mark)."""
+        fields = _entry_identity(entry)
+        fields.update(_reply_fields(entry))
+        fields.update(state=entry.state, mark=entry.mark, status=_entry_status(entry) or None)
+        if entry.labels:
+            fields["label_add"] = sorted(entry.labels)
+        if fields.get("zone") == 0:
+            del fields["zone"]
+        chosen = entry.timeout if timeout is None else timeout
+        if chosen is None:
+            raise InvalidArgumentError("timeout", None, "the entry has no timeout")
+        return cls(timeout=chosen, **fields)
+
+
+class UpdateCommand(Command):
+    """``conntrack -U``: change timeout, mark, status, state or labels of matches."""
+
+    kind = "update"
+    affected_word = "updated"
+    _profile = _UPDATE
+    __slots__ = ()
+
+    def __init__(self, /, *, match: Mapping[str, Any], **changes: Any) -> None:
+        if not isinstance(match, Mapping):
+            raise InvalidArgumentError("match", match, "expected a mapping of filters")
+        self._check_names(match, changes)
+        fields = _validate({**match, **changes}, self._profile, self.kind)
+        if not _UPDATE_CHANGES & fields.keys():
+            raise InvalidArgumentError("changes", None, "nothing to change")
+        if _check_family(fields) is None:
+            raise InvalidArgumentError("family", None, "needs family or an address")
+        self._freeze(fields)
+
+    @staticmethod
+    def _check_names(match: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        for name, value in match.items():
+            if name in _ZONES:
+                raise InvalidArgumentError(name, value, "1.4.7 -U cannot update zoned flows")
+            if name not in _UPDATE_MATCH:
+                raise InvalidArgumentError(name, value, "not a filter of an update command")
+        for name, value in changes.items():
+            if name not in _UPDATE_CHANGES:
+                raise InvalidArgumentError(name, value, "not a change of an update command")
+
+    @property
+    def match(self) -> dict[str, Any]:
+        """Return the filters selecting the flows to change."""
+        return {k: v for k, v in self._fields if k in _UPDATE_MATCH}
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """Return the values to set."""
+        return {k: v for k, v in self._fields if k in _UPDATE_CHANGES}
+
+    def argv(self) -> tuple[str, ...]:
+        """Return the arguments; ``-f`` is always present (1.4.7 needs it)."""
+        fields = self.fields
+        fields["family"] = _check_family(fields)
+        return _render(self._profile.option, fields, frozenset())
+
+    def _repr_items(self) -> list[str]:
+        changes = [f"{k}={v!r}" for k, v in self.changes.items()]
+        return [f"match={self.match!r}", *changes]
+
+    def to_primitive(self) -> dict[str, Any]:
+        """Return primitives; ``match`` is a list of ``[name, value]`` pairs."""
+        data: dict[str, Any] = {"kind": self.kind}
+        data["match"] = [[k, _primitive(v)] for k, v in self.match.items()]
+        data.update((k, _primitive(v)) for k, v in self.changes.items())
+        return data
+
+
+class DeleteCommand(Command):
+    """``conntrack -D``: delete every flow matching the filters."""
+
+    kind = "delete"
+    affected_word = "deleted"
+    _profile = _DELETE
+    __slots__ = ()
+
+    def __init__(self, /, **filters: Any) -> None:
+        self._freeze(_validate(filters, self._profile, self.kind))
+
+    @property
+    def loadable(self) -> bool:
+        """Tell whether this command may be a load-file line (always)."""
+        return True
+
+    @classmethod
+    def for_entry(cls, entry: models.Entry) -> DeleteCommand:
+        """Build the command deleting exactly ``entry``: family, proto, tuple, zone."""
+        return cls(**_entry_identity(entry))
+
+
+class FlushCommand(Command):
+    """``conntrack -F``: empty the whole table (every zone and family).
+
+    ``family`` is refused: with 1.4.7 on the kernels measured, ``-F -f ipv6``
+    empties IPv4 as well.  ``DeleteCommand(family=...)`` removes one family.
+    """
+
+    kind = "flush"
+    _profile = _FLUSH
+    __slots__ = ()
+
+    def __init__(self, /, *, family: str | None = None, **fields: Any) -> None:
+        checked = _validate({**fields, "family": family}, self._profile, self.kind)
+        if "family" in checked:
+            raise InvalidArgumentError("family", family,
+                                       "-F -f flushes every family; delete by family instead")
+        self._freeze(checked)
+
+    @property
+    def loadable(self) -> bool:
+        """Tell whether this command may be a load-file line (always)."""
+        return True
+
+
+class CountCommand(Command):
+    """``conntrack -C``: the number of entries (all zones and families)."""
+
+    kind = "count"
+    _profile = _make_profile("-C", ())
+    __slots__ = ()
+
+    def __init__(self, /, **fields: Any) -> None:
+        self._freeze(_validate(fields, self._profile, self.kind))
+
+
+class StatsCommand(Command):
+    """``conntrack -S``: per-CPU statistics."""
+
+    kind = "stats"
+    _profile = _make_profile("-S", ())
+    __slots__ = ()
+
+    def __init__(self, /, **fields: Any) -> None:
+        self._freeze(_validate(fields, self._profile, self.kind))
+
+
+class EventsCommand(Command):
+    """``conntrack -E`` for a bounded ``duration`` (seconds) the executor enforces."""
+
+    kind = "events"
+    _profile = _EVENTS
+    __slots__ = ()
+    DEFAULT_DURATION: ClassVar[float] = 10.0
+
+    def __init__(self, /, *, event_mask: Sequence[str] = ("ALL",), output: Sequence[str] = (),
+                 duration: float = DEFAULT_DURATION, **filters: Any) -> None:
+        raw = {**filters, "event_mask": event_mask, "output": output,
+               "duration": duration}
+        self._freeze(_validate(raw, self._profile, self.kind))
+
+    @property
+    def duration(self) -> float:
+        """Return how long the executor lets the event monitor run."""
+        return float(self.get("duration"))
+
+    @property
+    def event_mask(self) -> tuple[str, ...]:
+        """Return the ``-e`` keywords."""
+        return tuple(self.get("event_mask"))
+
+    @property
+    def output(self) -> tuple[str, ...]:
+        """Return the ``-o`` keywords."""
+        return tuple(self.get("output", ()))
+
+    def to_primitive(self) -> dict[str, Any]:
+        """Return primitives; the duration travels as whole milliseconds."""
+        data = super().to_primitive()
+        data["duration_ms"] = round(data.pop("duration") * 1000)
+        return data
+
+
+class BatchCommand(Command):
+    """``conntrack -R -``: many create/delete/flush commands in one process."""
+
+    kind = "batch"
+    _profile = _make_profile("-R", ())
+    __slots__ = ()
+
+    def __init__(self, commands: Sequence[Command]) -> None:
+        if not isinstance(commands, list | tuple) or not commands:
+            raise InvalidArgumentError("commands", commands, "expected a non-empty sequence")
+        for command in commands:
+            if not isinstance(command, Command) or not command.loadable:
+                raise InvalidArgumentError("commands", command,
+                                           "only create, delete and flush commands")
+        object.__setattr__(self, "_fields", (("commands", tuple(commands)),))
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """Return the batched commands in order."""
+        commands: tuple[Command, ...] = self._fields[0][1]
+        return commands
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self.commands)
+
+    def argv(self) -> tuple[str, ...]:
+        """Return ``('-R', '-')``: the load file comes on stdin."""
+        return ("-R", "-")
+
+    def stdin(self) -> str:
+        """Return the load-file text: one line per command, newline-terminated."""
+        return "".join(command.load_line() + "\n" for command in self.commands)
+
+    def to_primitive(self) -> dict[str, Any]:
+        """Return primitives; each command is a list of ``[name, value]`` pairs."""
+        return {"kind": self.kind,
+                "commands": [[[k, v] for k, v in c.to_primitive().items()]
+                             for c in self.commands]}
+
+
+# --- entries --------------------------------------------------------------------
+
+def _entry_identity(entry: models.Entry) -> dict[str, Any]:
+    """Return the fields naming ``entry`` in the kernel: family, proto, tuple, zone."""
+    proto: str | int = entry.proto if entry.proto in constants.PROTOCOL_NUMBERS \
+        else entry.protonum
+    flow = entry.original
+    fields: dict[str, Any] = {"family": entry.family, "proto": proto,
+                              "src": flow.src, "dst": flow.dst}
+    if proto in constants.PORT_PROTOCOLS:
+        fields.update(sport=flow.sport, dport=flow.dport)
+    elif proto in constants.ICMP_PROTOCOLS:
+        fields.update(icmp_type=flow.icmp_type, icmp_code=flow.icmp_code, icmp_id=flow.icmp_id)
+    elif proto == "gre":
+        fields.update(srckey=flow.srckey, dstkey=flow.dstkey)
+    if entry.orig_zone is not None or entry.reply_zone is not None:
+        # A directional zone is not matched by -w, so name it instead.
+        fields.update(orig_zone=entry.orig_zone, reply_zone=entry.reply_zone)
+    else:
+        fields["zone"] = entry.zone
+    return fields
+
+
+def _reply_fields(entry: models.Entry) -> dict[str, Any]:
+    """Return the reply tuple of ``entry`` as create fields."""
+    flow = entry.reply
+    fields: dict[str, Any] = {"reply_src": flow.src, "reply_dst": flow.dst}
+    if entry.proto in constants.PORT_PROTOCOLS:
+        fields.update(reply_sport=flow.sport, reply_dport=flow.dport)
+    elif entry.proto == "gre":
+        fields.update(reply_srckey=flow.srckey, reply_dstkey=flow.dstkey)
+    return fields
+
+
+def _entry_status(entry: models.Entry) -> list[str]:
+    """Return the settable status words that describe ``entry``."""
+    settable = ("ASSURED", "FIXED_TIMEOUT", "EXPECTED")
+    words: list[str] = [word for word in settable if word in entry.status]
+    if entry.status and "UNREPLIED" not in entry.status:
+        words.insert(0, "SEEN_REPLY")
+    return words
+
+
+# --- primitives -------------------------------------------------------------------
+
+def _pairs(field: str, value: object) -> dict[str, Any]:
+    """Return a dict from a list of ``[name, value]`` pairs."""
+    if not isinstance(value, list | tuple):
+        raise InvalidArgumentError(field, value, "expected a list of [name, value] pairs")
+    result: dict[str, Any] = {}
+    for pair in value:
+        if not isinstance(pair, list | tuple) or len(pair) != 2 or not isinstance(pair[0], str) \
+                or pair[0] in result:
+            raise InvalidArgumentError(field, pair, "expected distinct [name, value] pairs")
+        result[pair[0]] = pair[1]
+    return result
+
+
+def _events_from(data: dict[str, Any]) -> Command:
+    if "duration" in data:
+        raise InvalidArgumentError("duration", data["duration"], "unknown key")
+    millis = val.integer("duration_ms", data.pop("duration_ms", 10000), 1, 3_600_000)
+    return EventsCommand(duration=millis / 1000, **data)
+
+
+def _update_from(data: dict[str, Any]) -> Command:
+    return UpdateCommand(match=_pairs("match", data.pop("match", None)), **data)
+
+
+def _batch_from(data: dict[str, Any]) -> Command:
+    commands = data.pop("commands", None)
+    if data:
+        raise InvalidArgumentError(next(iter(data)), None, "unknown key")
+    if not isinstance(commands, list | tuple):
+        raise InvalidArgumentError("commands", commands, "expected a list")
+    return BatchCommand([from_primitive(_pairs("commands", item)) for item in commands])
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Command]] = {
+    "list": lambda d: ListCommand(**d),
+    "get": lambda d: GetCommand(**d),
+    "create": lambda d: CreateCommand(**d),
+    "update": _update_from,
+    "delete": lambda d: DeleteCommand(**d),
+    "flush": lambda d: FlushCommand(**d),
+    "count": lambda d: CountCommand(**d),
+    "stats": lambda d: StatsCommand(**d),
+    "events": _events_from,
+    "batch": _batch_from,
+}
+
+
+def from_primitive(data: Mapping[str, Any]) -> Command:
+    """Rebuild a command from :meth:`Command.to_primitive` output, validating all of it.
+
+    :raises InvalidArgumentError: for anything that is not a valid command:
+        unknown kind or key, wrong type, value out of range, illegal combination.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidArgumentError("kind", data, "expected a mapping")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in _BUILDERS:
+        raise InvalidArgumentError("kind", kind, "unknown command kind")
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise InvalidArgumentError("key", key, "keys must be strings")
+        if key != "kind":
+            fields[key] = value
+    if kind == "create" and "timeout" not in fields:
+        raise InvalidArgumentError("timeout", None, "required for this command")
+    return _BUILDERS[kind](fields)
+
+
+__all__ = [
+    "BatchCommand",
+    "Command",
+    "CountCommand",
+    "CreateCommand",
+    "DeleteCommand",
+    "EventsCommand",
+    "FlushCommand",
+    "GetCommand",
+    "ListCommand",
+    "StatsCommand",
+    "UpdateCommand",
+    "from_primitive",
+]
