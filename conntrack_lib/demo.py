@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
@@ -30,6 +31,8 @@ REMOTES_PER_PORT = 20
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     """Run the demo; return the process exit code."""
     args = _parse(argv)
+    # oslo.privsep imports eventlet, which warns on import; not our user's concern.
+    warnings.filterwarnings("ignore", message="\nEventlet is deprecated")
     problem = _missing_requirement()
     if problem:
         print(f"conntrack_lib demo: {problem}", file=sys.stderr)
@@ -45,10 +48,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m conntrack_lib.demo", description=__doc__)
-    parser.add_argument("--ports", type=int, default=36, help="simulated ports (default 36)")
+    parser.add_argument("--ports", type=_port_count, default=36,
+                        help="simulated ports, 2 to 250 (default 36)")
     parser.add_argument("--executor", choices=("privsep", "process"), default="privsep",
                         help="run conntrack through the privsep daemon (default) or directly")
     return parser.parse_args(argv)
+
+
+def _port_count(text: str) -> int:
+    count = int(text)
+    if not 2 <= count <= 250:
+        raise argparse.ArgumentTypeError("must be between 2 and 250")
+    return count
 
 
 def _missing_requirement() -> str | None:
@@ -138,17 +149,18 @@ def _run(ns: str, args: argparse.Namespace, out: TextIO) -> None:
     say()
     _print_zone_table(entries, zones, say)
 
-    rule_port = ports[3]
+    rule_index, gone_index = len(ports) // 3, len(ports) - 1
+    rule_port = ports[rule_index]
     say()
     say(f"security-group rule removed: ingress tcp/22 to {rule_port} "
-        f"({_port_ip(3)}, zone {zones[rule_port]})")
+        f"({_port_ip(rule_index)}, zone {zones[rule_port]})")
     t0 = time.monotonic()
     deleted = helper.delete_by_rule(zones[rule_port], "ingress", "IPv4", "tcp", 22, 22, None,
-                                    [_port_ip(3)])
+                                    [_port_ip(rule_index)])
     say(f"  deleted {deleted} flows in {_ms(t0)}; "
         f"{helper.count(zone=zones[rule_port])} flows left in that zone")
 
-    gone = ports[7]
+    gone = ports[gone_index]
     say(f"port {gone} removed: release zone {zones[gone]} with flush")
     t0 = time.monotonic()
     before = helper.count(zone=zones[gone])

@@ -49,6 +49,7 @@ class DeletePlan:
     received: int
     merged: int
     dropped: int
+    batch_size: int = 1000
 
     @property
     def dumps(self) -> int:
@@ -62,9 +63,12 @@ class DeletePlan:
     @property
     def processes(self) -> int:
         """Return how many conntrack processes executing the plan starts."""
-        if not self.requests and not self.zone_wide:
+        lines = len(self.requests) + len(self.zone_wide)
+        if not lines:
             return 0
-        return 1
+        if self.strategy == "dump":
+            return 1  # the dump; the deletes themselves go over netlink
+        return -(-lines // self.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,7 +335,7 @@ class ConntrackHelper:
             strategy = "dump"
         return DeletePlan(requests=rest, zone_wide=zone_wide, strategy=strategy,
                           received=len(received), merged=len(received) - len(unique),
-                          dropped=len(unique) - len(kept))
+                          dropped=len(unique) - len(kept), batch_size=self.batch_size)
 
     def execute_plan(self, plan: DeletePlan) -> DeleteReport:
         """Run a :class:`DeletePlan`; return how many flows it deleted."""
@@ -428,10 +432,17 @@ class ConntrackHelper:
         return sum(1 for e in outcomes if e == 0)
 
     def _execute_by_dump(self, plan: DeletePlan) -> int:
-        predicates = [matching.compile_filters(r) for r in plan.requests]
+        # Index the requests by zone so each entry meets only the requests
+        # that can match it; requests without a zone apply to every entry.
+        by_zone: dict[int | None, list[matching.Predicate]] = {}
+        for request in plan.requests:
+            by_zone.setdefault(request.get("zone"), []).append(matching.compile_filters(request))
+        anywhere = by_zone.pop(None, [])
         zones = set(plan.zone_wide)
         doomed = [e for e in self.iter_entries()
-                  if e.zone in zones or any(p(e) for p in predicates)]
+                  if e.zone in zones
+                  or any(p(e) for p in by_zone.get(e.zone, ()))
+                  or any(p(e) for p in anywhere)]
         deleted = self._exact_delete(doomed)
         if deleted is None:  # netlink refused between planning and now
             return self._delete_batched(
@@ -555,12 +566,22 @@ def _freeze(request: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def _drop_subsumed(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop every request another (different) request of the list covers."""
+    """Drop every request another (different) request of the list covers.
+
+    A request with a zone can only be covered by one of the same zone or
+    one without a zone, so candidates are looked up by zone.  Of two
+    requests that cover each other, the first stays.
+    """
+    by_zone: dict[Any, list[int]] = {}
+    for i, request in enumerate(requests):
+        by_zone.setdefault(request.get("zone"), []).append(i)
     kept = []
     for i, narrow in enumerate(requests):
-        covered = any(j != i and _covers(broad, narrow) and not
-                      (_covers(narrow, broad) and j > i)
-                      for j, broad in enumerate(requests))
+        candidates = by_zone.get(narrow.get("zone"), []) + (
+            by_zone.get(None, []) if narrow.get("zone") is not None else [])
+        covered = any(j != i and _covers(requests[j], narrow)
+                      and not (j > i and _covers(narrow, requests[j]))
+                      for j in candidates)
         if not covered:
             kept.append(narrow)
     return kept

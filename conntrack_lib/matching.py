@@ -13,6 +13,7 @@ only normalises and compares.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -74,7 +75,13 @@ def _normalise(name: str, value: Any) -> Any:
 
 
 def _network(value: Any) -> netaddr.IPNetwork:
-    return netaddr.IPNetwork(str(value))
+    return _parse_network(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_network(text: str) -> netaddr.IPNetwork:
+    # Plans compare the same few addresses many times; parse each once.
+    return netaddr.IPNetwork(text)
 
 
 def _protonum(value: Any) -> int:
