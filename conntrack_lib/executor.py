@@ -1,0 +1,544 @@
+"""Run commands and give their exit codes one meaning.
+
+:func:`interpret` is the single place where conntrack's exit codes and
+stderr texts become a :class:`Result` or a typed exception; every executor
+calls it.  Two executors ship here:
+
+* :class:`PrivsepExecutor` (the default) calls the narrow entrypoints of
+  :mod:`conntrack_lib.privileged.conntrack` in an oslo.privsep daemon;
+* :class:`ProcessExecutor` runs conntrack directly, for a process that
+  already holds CAP_NET_ADMIN.
+
+Both render the final argv with :func:`conntrack_lib.netns.build_argv`.
+
+Retry rule: a command that failed with a transient kernel error
+(``Interrupted system call``, ``Device or resource busy``,
+``No buffer space available``) is run again up to ``retries`` times, but
+only if running it twice cannot apply it twice: list, get, count, stats,
+delete and flush.  Creates, updates (the mark is XORed), batches and event
+captures are never retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from conntrack_lib import constants, netns, opts
+from conntrack_lib import exceptions as exc
+
+LOG = logging.getLogger(__name__)
+
+#: Kinds that are safe to run again after a transient failure.
+RETRYABLE_KINDS = frozenset({"list", "get", "count", "stats", "delete", "flush"})
+#: stderr texts of transient kernel errors (EINTR, EBUSY, ENOBUFS).
+TRANSIENT_MESSAGES = (
+    "Interrupted system call",
+    "Device or resource busy",
+    "No buffer space available",
+)
+PERMISSION_MESSAGES = (
+    "you must be root or get CAP_NET_ADMIN",
+    "Operation not permitted",
+)
+UNAVAILABLE_MESSAGES = ("Protocol not supported", "Can't open handler")
+#: What nsenter and ``ip netns exec`` print for a namespace that vanished.
+NAMESPACE_MESSAGES = (
+    f"cannot open {constants.NETNS_RUN_DIR}/",
+    "Cannot open network namespace",
+)
+EXISTS_MESSAGE = "Such conntrack exists"
+NOT_FOUND_MESSAGE = "such conntrack doesn't exist"
+EXIT_SEGFAULT = 139
+#: Extra seconds the client waits for the daemon beyond the command timeout.
+PRIVSEP_MARGIN = 30.0
+
+_SUMMARY_RE = re.compile(r"(\d+) flow (entries|events) have been (\w+)\.")
+_LIST_KINDS = frozenset({"list"})
+
+
+class Command(Protocol):
+    """What an executor needs from a command object (see ``commands.py``)."""
+
+    @property
+    def kind(self) -> str:
+        """Return the kind: 'list', 'get', 'create', ..."""
+
+    @property
+    def affected_word(self) -> str | None:
+        """Return the word of the summary line ('deleted', ...) or ``None``."""
+
+    def argv(self) -> tuple[str, ...]:
+        """Return the arguments after the binary."""
+
+    def to_primitive(self) -> Mapping[str, Any]:
+        """Return the command as primitives for the privileged side."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one successful command.
+
+    ``count`` is the number from the ``N flow entries have been ...``
+    summary (0 when nothing matched), 1 for a create, the number printed by
+    ``-C``, or ``None`` when the command reports no number (``-R``, ``-F``,
+    ``-S``).
+    """
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    count: int | None
+    cmd: tuple[str, ...]
+
+
+class Executor(Protocol):
+    """Runs command objects; :class:`ConntrackHelper` depends only on this."""
+
+    def execute(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Result:
+        """Run ``command`` and return its :class:`Result`, or raise."""
+
+    def iter_lines(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Run a list command and yield its stdout lines."""
+
+
+def interpret(
+    cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, command: Any
+) -> Result:
+    """Turn a finished command into a :class:`Result` or raise its typed error.
+
+    Exit 1 counts as "0 entries affected" only when stderr carries the
+    matching ``0 flow entries have been <word>.`` line.
+
+    :raises EntryExistsError: create of a flow that exists.
+    :raises EntryNotFoundError: get of a flow that does not exist.
+    :raises PermissionDeniedError: no CAP_NET_ADMIN (even if data was printed).
+    :raises NamespaceNotFoundError: the namespace vanished.
+    :raises ConntrackUnavailableError: binary or kernel support missing.
+    :raises CommandError: any other non-zero exit.
+    """
+    argv = tuple(cmd)
+    if exit_code == constants.EXIT_OK:
+        return Result(exit_code, stdout, stderr, _success_count(command, stdout, stderr), argv)
+    error = _error_class(exit_code, stderr, command)
+    if error is None:
+        return Result(exit_code, stdout, stderr, 0, argv)
+    raise error(argv, exit_code, stdout, stderr)
+
+
+def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandError] | None:
+    """Return the exception class for a failed command, ``None`` for a zero count."""
+    if exit_code in (netns.EXIT_NOT_FOUND, netns.EXIT_CANNOT_EXECUTE, EXIT_SEGFAULT):
+        return exc.ConntrackUnavailableError
+    # Order matters: -C/-S print data and -F prints "emptied" even when the
+    # kernel refused them, so permission is checked before any count.
+    for needles, error in (
+        (UNAVAILABLE_MESSAGES, exc.ConntrackUnavailableError),
+        (NAMESPACE_MESSAGES, exc.NamespaceNotFoundError),
+        (PERMISSION_MESSAGES, exc.PermissionDeniedError),
+        ((EXISTS_MESSAGE,), exc.EntryExistsError),
+    ):
+        if _mentions(stderr, needles):
+            return error
+    if command.kind == "get":
+        missing = NOT_FOUND_MESSAGE in stderr or _summary(stderr, "shown") == 0
+        return exc.EntryNotFoundError if missing else exc.CommandError
+    word = command.affected_word
+    if exit_code == constants.EXIT_FAILURE and word is not None and _summary(stderr, word) == 0:
+        return None
+    return exc.CommandError
+
+
+def _success_count(command: Any, stdout: str, stderr: str) -> int | None:
+    kind = command.kind
+    if kind == "count":
+        text = stdout.strip()
+        return int(text) if text.isdigit() else None
+    if kind == "create":
+        summary = _summary(stderr, "created")
+        added = _summary(stderr, "added")
+        return summary if summary is not None else added if added is not None else 1
+    if kind == "events":
+        return _summary(stderr, "shown", noun="events")
+    word = command.affected_word
+    return None if word is None else _summary(stderr, word)
+
+
+def _summary(stderr: str, word: str, noun: str = "entries") -> int | None:
+    """Return N from the last ``N flow <noun> have been <word>.`` line."""
+    found = None
+    for match in _SUMMARY_RE.finditer(stderr):
+        if match.group(2) == noun and match.group(3) == word:
+            found = int(match.group(1))
+    return found
+
+
+def _mentions(text: str, needles: Sequence[str]) -> bool:
+    return any(needle in text for needle in needles)
+
+
+def is_transient(error: exc.CommandError) -> bool:
+    """Return whether ``error`` is a plain failure from a transient kernel error."""
+    return type(error) is exc.CommandError and _mentions(error.stderr, TRANSIENT_MESSAGES)
+
+
+def run_with_retries(command: Any, retries: int, attempt: Callable[[], Result]) -> Result:
+    """Call ``attempt`` and retry transient failures of retryable kinds.
+
+    Each retry is logged at WARNING.  See the module docstring for the rule.
+    """
+    for tries in itertools.count():
+        try:
+            return attempt()
+        except exc.CommandError as err:
+            if tries >= retries or command.kind not in RETRYABLE_KINDS or not is_transient(err):
+                raise
+            LOG.warning("conntrack %s failed transiently (%s); retry %d of %d",
+                        command.kind, err.stderr.strip(), tries + 1, retries)
+            _backoff(tries)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _backoff(tries: int) -> None:
+    """Sleep a little longer after each failed try (50 ms, 100 ms, ...)."""
+    time.sleep(0.05 * 2**tries)
+
+
+def finish(
+    cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, *, command: Any,
+    started: float,
+) -> Result:
+    """Log a finished command, then :func:`interpret` it (logging failures)."""
+    elapsed = time.monotonic() - started
+    LOG.debug("conntrack %s: exit %d in %.3f s", " ".join(cmd), exit_code, elapsed)
+    try:
+        return interpret(cmd, exit_code, stdout, stderr, command)
+    except exc.CommandError as err:
+        log_failure(err)
+        raise
+
+
+def log_failure(err: exc.CommandError) -> None:
+    """Log a failed command: ERROR when the environment is broken, else WARNING."""
+    serious = (exc.ConntrackUnavailableError, exc.PermissionDeniedError,
+               exc.CommandTimeoutError, exc.NamespaceNotFoundError)
+    level = logging.ERROR if isinstance(err, serious) else logging.WARNING
+    LOG.log(level, "conntrack %s failed (%s, exit %s): %s", " ".join(err.cmd),
+            type(err).__name__, err.exit_code, err.stderr.strip())
+
+
+class _Configured:
+    """Options shared by both executors, read from an oslo.config object."""
+
+    def __init__(self, conf: cfg.ConfigOpts | None = None) -> None:
+        self.conf = cfg.CONF if conf is None else conf
+        opts.register_opts(self.conf)
+
+    @property
+    def group(self) -> Any:
+        return self.conf[opts.GROUP]
+
+    def timeout_for(self, command: Any, timeout: float | None) -> float:
+        """Return the timeout: explicit, or the option (long enough for events)."""
+        if timeout is not None:
+            return float(timeout)
+        limit = float(self.group.command_timeout)
+        if command.kind == "events":
+            limit = max(limit, float(command.duration) + netns.EVENTS_GRACE)
+        return limit
+
+
+def _require_list(command: Any) -> None:
+    if command.kind not in _LIST_KINDS:
+        raise exc.InvalidArgumentError("command", command.kind, "iter_lines needs a list command")
+
+
+class ProcessExecutor(_Configured):
+    """Run conntrack as a child of this process (which needs CAP_NET_ADMIN).
+
+    :param binary: absolute path of conntrack; defaults to the
+        ``[conntrack_lib] conntrack_binary`` option.
+    :param conf: an oslo.config object; defaults to ``cfg.CONF``.
+    """
+
+    def __init__(self, binary: str | None = None, conf: cfg.ConfigOpts | None = None) -> None:
+        super().__init__(conf)
+        self.binary = netns.check_binary(
+            self.group.conntrack_binary if binary is None else binary
+        )
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(binary={self.binary!r})"
+
+    def execute(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Result:
+        """Run ``command`` and return its :class:`Result`, or raise."""
+        limit = self.timeout_for(command, timeout)
+        return run_with_retries(
+            command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
+        )
+
+    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+        argv = netns.build_argv(command, self.binary, namespace)
+        stdin = command.stdin() if command.kind == "batch" else None
+        duration = float(command.duration) if command.kind == "events" else None
+        started = time.monotonic()
+        try:
+            out = netns.run(argv, timeout=limit, stdin=stdin, duration=duration)
+        except exc.CommandError as err:
+            log_failure(err)
+            raise
+        return finish(argv, out.exit_code, out.stdout, out.stderr, command=command,
+                      started=started)
+
+    def iter_lines(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Run a list command and yield stdout lines as conntrack prints them.
+
+        The exit status is checked after the last line: a failure raises
+        from the iteration.
+        """
+        _require_list(command)
+        argv = netns.build_argv(command, self.binary, namespace)
+        return self._stream(command, argv, self.timeout_for(command, timeout))
+
+    def _stream(self, command: Any, argv: tuple[str, ...], limit: float) -> Iterator[str]:
+        started = time.monotonic()
+        stream = netns.LineStream(argv, timeout=limit)
+        try:
+            yield from stream
+        except exc.CommandError as err:
+            log_failure(err)
+            raise
+        code = stream.exit_code if stream.exit_code is not None else -1
+        finish(argv, code, "", stream.stderr, command=command, started=started)
+
+
+class PrivsepExecutor(_Configured):
+    """Run commands through the privileged entrypoints (the default executor).
+
+    The daemon starts on the first call: by fork when this process is root
+    and ``[conntrack_lib_privileged] helper_command`` is unset, otherwise
+    through that helper command (sudo/rootwrap).  A daemon that died is
+    started again on the next call.  Output longer than ``chunk_size`` is
+    fetched in pieces, so no privsep reply approaches its 100 MiB limit.
+
+    :param conf: an oslo.config object for the ``[conntrack_lib]`` options;
+        defaults to ``cfg.CONF``.  The daemon itself (and so the binary path
+        it runs) reads the global ``cfg.CONF``, as oslo.privsep requires.
+    """
+
+    _lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "PrivsepExecutor()"
+
+    def execute(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Result:
+        """Run ``command`` in the daemon and return its :class:`Result`, or raise."""
+        limit = self.timeout_for(command, timeout)
+        return run_with_retries(
+            command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
+        )
+
+    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+        started = time.monotonic()
+        code, head, stderr, argv, handle, chunks = self._run(command, namespace, limit)
+        stdout = head + "".join(self._drain(handle, chunks))
+        return finish(argv, code, stdout, stderr, command=command, started=started)
+
+    def iter_lines(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Run a list command once and yield its lines, fetched chunk by chunk."""
+        _require_list(command)
+        limit = self.timeout_for(command, timeout)
+        started = time.monotonic()
+        code, head, stderr, argv, handle, chunks = self._run(command, namespace, limit)
+        try:
+            finish(argv, code, head, stderr, command=command, started=started)
+        except exc.CommandError:
+            self._release(handle)
+            raise
+        return self._lines(head, handle, chunks)
+
+    def _lines(self, head: str, handle: str | None, chunks: int) -> Iterator[str]:
+        pending = ""
+        for piece in itertools.chain((head,), self._drain(handle, chunks)):
+            lines = (pending + piece).split("\n")
+            pending = lines.pop()
+            yield from lines
+        if pending:
+            yield pending
+
+    def _drain(self, handle: str | None, chunks: int) -> Iterator[str]:
+        """Yield chunks 1.. of a spooled output, then release it."""
+        if handle is None:
+            return
+        from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415 - lazy
+
+        try:
+            for index in range(1, chunks):
+                yield self._call(priv.read_chunk, handle, index, idempotent=True)
+        finally:
+            self._release(handle)
+
+    def _release(self, handle: str | None) -> None:
+        if handle is None:
+            return
+        from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415 - lazy
+
+        try:
+            self._call(priv.release, handle, idempotent=True)
+        except (OSError, exc.ConntrackError) as err:
+            # Unreleased output expires in the daemon anyway.
+            LOG.debug("could not release output %s: %s", handle, err)
+
+    def _run(self, command: Any, namespace: str | None, limit: float) -> Any:
+        # Importing the privileged package builds the privsep context, so
+        # it happens on first use, not when this module is imported.
+        from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415 - lazy
+
+        kind = command.kind
+        entry = (
+            priv.run_query if kind in priv.QUERY_KINDS
+            else priv.run_change if kind in priv.CHANGE_KINDS
+            else priv.run_batch if kind in priv.BATCH_KINDS
+            else priv.run_events
+        )
+        if namespace is not None:
+            netns.validate_name(namespace)
+        try:
+            return self._call(
+                entry, _plain(command.to_primitive()), namespace, limit,
+                int(self.group.chunk_size), idempotent=kind in RETRYABLE_KINDS, limit=limit,
+            )
+        except exc.CommandError as err:
+            # Raised in the daemon (timeout, missing namespace) or by a lost
+            # daemon: no exit code reached finish(), so log it here.
+            log_failure(err)
+            raise
+
+    def _call(
+        self, entry: Any, *args: Any, idempotent: bool, limit: float | None = None
+    ) -> Any:
+        """Call ``entry`` in the daemon, starting or restarting it as needed."""
+        from oslo_privsep import comm, daemon  # noqa: PLC0415 - lazy with the context
+
+        wait = (limit if limit is not None else float(self.group.command_timeout)) + PRIVSEP_MARGIN
+        for attempt in (1, 2):
+            self._ensure_daemon()
+            try:
+                return entry(*args, _wrap_timeout=wait)
+            except comm.PrivsepTimeout as err:
+                raise exc.CommandTimeoutError(
+                    (_name(entry),), None, "", f"privsep daemon gave no answer in {wait:g} s"
+                ) from err
+            except daemon.FailedToDropPrivileges as err:
+                # oslo.privsep restarted a dead daemon on its own, with the
+                # helper command; start it our way on the next round.
+                self._restart(err)
+                if attempt == 2:
+                    raise exc.PermissionDeniedError(
+                        (_name(entry),), None, "", f"privsep daemon failed to start: {err}"
+                    ) from err
+            except (BrokenPipeError, ConnectionError) as err:
+                # The request never reached a live daemon: safe to resend.
+                self._restart(err)
+            except OSError as err:
+                # The daemon died while the request was in flight.
+                self._restart(err)
+                if not idempotent or attempt == 2:
+                    raise exc.CommandError(
+                        (_name(entry),), None, "",
+                        f"privsep daemon died during the call: {err}",
+                    ) from err
+        raise exc.CommandError((_name(entry),), None, "", "privsep daemon unavailable")
+
+    def _ensure_daemon(self) -> None:
+        from oslo_privsep import daemon  # noqa: PLC0415 - lazy with the context
+
+        from conntrack_lib import privileged  # noqa: PLC0415 - lazy
+
+        context = privileged.default
+        if not context.client_mode:
+            return  # we are the daemon (or a test runs entrypoints in-process)
+        with self._lock:
+            channel = context.channel
+            if _alive(channel):
+                return
+            if channel is not None:
+                LOG.warning("privsep daemon is gone; starting a new one")
+                _stop(context)
+            method = context.default_method()
+            LOG.info("starting the conntrack privsep daemon (%s)", method.name.lower())
+            try:
+                context.start(method)
+            except daemon.FailedToDropPrivileges as err:
+                raise exc.PermissionDeniedError(
+                    ("privsep-helper",), None, "", f"privsep daemon failed to start: {err}"
+                ) from err
+
+    def _restart(self, err: BaseException) -> None:
+        from conntrack_lib import privileged  # noqa: PLC0415 - lazy
+
+        LOG.warning("privsep daemon connection lost (%s); restarting it", err)
+        with self._lock:
+            _stop(privileged.default)
+
+
+def _name(entry: Any) -> str:
+    """Return the entrypoint's function name (privsep wraps it in a partial)."""
+    func = entry.args[0] if isinstance(entry, functools.partial) and entry.args else entry
+    return str(getattr(func, "__name__", repr(func)))
+
+
+def _alive(channel: Any) -> bool:
+    """Return whether a privsep client channel can still get answers.
+
+    oslo.privsep clears ``running`` only on a clean EOF; when the daemon dies
+    with unread data the reader thread ends on ECONNRESET and ``running``
+    stays true, so the thread itself is checked too.
+    """
+    if channel is None or not channel.running:
+        return False
+    reader = getattr(channel, "reader_thread", None)
+    return reader is None or bool(reader.is_alive())
+
+
+def _stop(context: Any) -> None:
+    """Close the context's channel; forget it even if the socket is broken."""
+    channel = context.channel
+    try:
+        context.stop()
+    except OSError:
+        # The socket of a killed daemon may refuse the shutdown.
+        context.channel = None
+        writer = getattr(channel, "writer", None)
+        if writer is not None:
+            writer.writesock.close()
+
+
+def _plain(value: Any) -> Any:
+    """Return ``value`` with mappings as dicts and sequences as lists (msgpack-safe)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [_plain(item) for item in value]
+    return value

@@ -1,0 +1,274 @@
+"""Launch conntrack: namespace names, the final argv and the child process.
+
+Both sides of the root boundary import this module: the privileged
+entrypoints (which run as root inside the privsep daemon) and
+:class:`conntrack_lib.executor.ProcessExecutor` (which runs in a process that
+already holds CAP_NET_ADMIN).  Keeping one copy of the argv rendering, the
+namespace checks and the kill-on-timeout runner means both paths build and
+run exactly the same process.
+
+Nothing here creates a namespace: a missing one is an error, never an
+invitation to make it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from conntrack_lib import constants
+from conntrack_lib import exceptions as exc
+
+#: Fixed path of util-linux ``nsenter``; never looked up through ``PATH``.
+NSENTER = "/usr/bin/nsenter"
+#: Exit codes a shell-less exec failure is reported with (as ``nsenter`` does).
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+#: Seconds a bounded ``-E`` gets after SIGTERM to print its summary.
+EVENTS_GRACE = 2.0
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# The child sees a fixed, minimal environment: no caller-controlled
+# LD_PRELOAD or PATH can reach a process that runs with root's capabilities.
+_CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+_FORBIDDEN_CHARS = ("\x00", "\n", "\r")
+
+
+class Renderable(Protocol):
+    """What this module needs from a command object."""
+
+    @property
+    def kind(self) -> str:
+        """Return the command's kind, e.g. ``'list'``."""
+
+    def argv(self) -> tuple[str, ...]:
+        """Return the arguments after the binary."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOutput:
+    """What a finished child left behind."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a safe network namespace name.
+
+    :raises InvalidArgumentError: not 1-64 of ``[A-Za-z0-9_.-]``, or it
+        contains ``..`` or is ``.`` (either would leave /run/netns).
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise exc.InvalidArgumentError(
+            "namespace", name, "must be 1-64 characters of [A-Za-z0-9_.-]"
+        )
+    if name == "." or ".." in name:
+        raise exc.InvalidArgumentError("namespace", name, "must not contain '..' or be '.'")
+    return name
+
+
+def namespace_path(name: str) -> str:
+    """Return the bind-mount path of the validated namespace ``name``."""
+    return os.path.join(constants.NETNS_RUN_DIR, validate_name(name))
+
+
+def exists(name: str) -> bool:
+    """Return whether the namespace ``name`` (validated) exists now."""
+    path = namespace_path(name)
+    return os.path.isfile(path) and not os.path.islink(path)
+
+
+def ensure_exists(name: str, cmd: Sequence[str] = ()) -> str:
+    """Return the namespace's path, or raise if it does not exist.
+
+    :raises NamespaceNotFoundError: nothing is mounted at /run/netns/NAME.
+    """
+    if not exists(name):
+        raise exc.NamespaceNotFoundError(
+            tuple(cmd), None, "", f"network namespace {name!r} not found in "
+            f"{constants.NETNS_RUN_DIR}"
+        )
+    return namespace_path(name)
+
+
+def check_binary(binary: object) -> str:
+    """Return ``binary`` if it is a normalised absolute path.
+
+    :raises InvalidArgumentError: relative, not normalised, or odd characters.
+    """
+    if (
+        not isinstance(binary, str)
+        or not os.path.isabs(binary)
+        or os.path.normpath(binary) != binary
+        or any(ch.isspace() or not ch.isprintable() for ch in binary)
+    ):
+        raise exc.InvalidArgumentError(
+            "conntrack_binary", binary, "must be a normalised absolute path"
+        )
+    return binary
+
+
+def check_argv(argv: Sequence[object]) -> tuple[str, ...]:
+    """Return ``argv`` as a tuple after refusing non-strings and line breaks."""
+    for arg in argv:
+        if not isinstance(arg, str) or any(ch in arg for ch in _FORBIDDEN_CHARS):
+            raise exc.InvalidArgumentError("argv", arg, "not a single-line string")
+    return tuple(str(arg) for arg in argv)
+
+
+def build_argv(command: Renderable, binary: str, namespace: str | None) -> tuple[str, ...]:
+    """Build the complete argv that runs ``command`` (already validated).
+
+    :param binary: absolute path of conntrack.
+    :param namespace: a network namespace name, or ``None`` for the caller's.
+    :raises InvalidArgumentError: bad binary path, namespace name or argv.
+    :raises NamespaceNotFoundError: the namespace does not exist.
+    """
+    argv = (check_binary(binary), *check_argv(command.argv()))
+    if namespace is None:
+        return argv
+    # nsenter execs conntrack in place, so the pid we time out and kill is
+    # conntrack itself, not a wrapper that could leave it running.
+    return (NSENTER, f"--net={ensure_exists(namespace, argv)}", "--", *argv)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    stdin: str | None = None,
+    duration: float | None = None,
+) -> ProcessOutput:
+    """Run ``argv`` (no shell) and return its exit code and output.
+
+    A missing executable becomes exit code 127, as a shell would report it,
+    so one exit-code interpreter handles every path.  With ``duration`` the
+    child (a bounded ``-E``) gets SIGTERM after that many seconds.
+
+    :raises CommandTimeoutError: still running after ``timeout`` seconds;
+        the child has been killed.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            env=_CHILD_ENV,
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+    except FileNotFoundError as err:
+        return ProcessOutput(EXIT_NOT_FOUND, "", f"{argv[0]}: {err.strerror}")
+    except PermissionError as err:
+        return ProcessOutput(EXIT_CANNOT_EXECUTE, "", f"{argv[0]}: {err.strerror}")
+    with proc:
+        return _communicate(proc, argv, stdin, timeout, duration)
+
+
+def _communicate(
+    proc: subprocess.Popen[str],
+    argv: Sequence[str],
+    stdin: str | None,
+    timeout: float,
+    duration: float | None,
+) -> ProcessOutput:
+    # Timers rather than communicate(timeout=...): with a timeout, Popen.wait
+    # polls with sleeps, which adds about a millisecond to every command.
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timers = [threading.Timer(timeout, expire)]
+    if duration is not None and duration < timeout:
+        timers.append(threading.Timer(duration, proc.send_signal, (signal.SIGTERM,)))
+    for timer in timers:
+        timer.daemon = True
+        timer.start()
+    try:
+        out, err = proc.communicate(stdin)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    if expired.is_set():
+        raise exc.CommandTimeoutError(
+            tuple(argv), proc.returncode, out or "",
+            f"{err or ''}killed after the {timeout:g} s timeout\n",
+        )
+    return ProcessOutput(proc.returncode, out, err)
+
+
+class LineStream:
+    """Run ``argv`` and yield its stdout lines as they arrive.
+
+    After the iteration ends, :attr:`exit_code` and :attr:`stderr` are set.
+    A timer kills the child at ``timeout``; the iteration then raises
+    :class:`CommandTimeoutError`.  Leaving the loop early kills the child.
+    """
+
+    def __init__(self, argv: Sequence[str], *, timeout: float) -> None:
+        self.argv = tuple(argv)
+        self.timeout = timeout
+        self.exit_code: int | None = None
+        self.stderr = ""
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            proc = subprocess.Popen(
+                list(self.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, close_fds=True, env=_CHILD_ENV,
+                encoding="utf-8", errors="surrogateescape",
+            )
+        except FileNotFoundError as err:
+            self.exit_code, self.stderr = EXIT_NOT_FOUND, f"{self.argv[0]}: {err.strerror}"
+            return
+        yield from self._follow(proc)
+
+    def _follow(self, proc: subprocess.Popen[str]) -> Iterator[str]:
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(self.timeout, expire)
+        errors: list[str] = []
+        # stderr is drained in a thread so a chatty child cannot block on a
+        # full pipe while we read stdout.
+        drain = threading.Thread(target=lambda: errors.append(_read_all(proc)), daemon=True)
+        timer.start()
+        drain.start()
+        try:
+            assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
+            for line in proc.stdout:
+                yield line.rstrip("\n")
+            proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            drain.join()
+            proc.__exit__(None, None, None)
+        self.exit_code, self.stderr = proc.returncode, "".join(errors)
+        if expired.is_set():
+            raise exc.CommandTimeoutError(
+                self.argv, proc.returncode, "",
+                f"{self.stderr}killed after the {self.timeout:g} s timeout\n",
+            )
+
+
+def _read_all(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None  # noqa: S101 - set by stderr=PIPE
+    return proc.stderr.read()
