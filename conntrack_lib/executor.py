@@ -317,6 +317,15 @@ class ProcessExecutor(_Configured):
         argv = netns.build_argv(command, self.binary, namespace)
         return self._stream(command, argv, self.timeout_for(command, timeout))
 
+    def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+        """Delete exact flows over ctnetlink; return one errno per flow.
+
+        0 means deleted, 2 (ENOENT) already gone, anything else an error.
+
+        :raises ConntrackUnavailableError: when the kernel refuses the socket.
+        """
+        return _delete_flows_directly(list(entries), namespace)
+
     def _stream(self, command: Any, argv: tuple[str, ...], limit: float) -> Iterator[str]:
         started = time.monotonic()
         stream = netns.LineStream(argv, timeout=limit)
@@ -327,6 +336,35 @@ class ProcessExecutor(_Configured):
             raise
         code = stream.exit_code if stream.exit_code is not None else -1
         finish(argv, code, "", stream.stderr, command=command, started=started)
+
+
+#: Flows per privsep call of an exact delete: keeps each message far below
+#: oslo.privsep's 100 MiB reply limit (a flow is ~150 bytes on the wire).
+EXACT_DELETE_CHUNK = 100_000
+
+
+def _flow_primitives(entries: Sequence[Any]) -> list[dict[str, Any]]:
+    from conntrack_lib import netlink  # noqa: PLC0415 - only exact deletes need it
+
+    return [netlink.flow_to_primitive(entry) for entry in entries]
+
+
+def _netlink_refused(err: OSError) -> exc.ConntrackUnavailableError:
+    return exc.ConntrackUnavailableError(("netlink", "delete"), None, "",
+                                         f"ctnetlink socket refused: {err}")
+
+
+def _delete_flows_directly(entries: Sequence[Any], namespace: str | None) -> list[int]:
+    from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+
+    outcomes: list[int] = []
+    for start in range(0, len(entries), EXACT_DELETE_CHUNK):
+        flows = _flow_primitives(entries[start:start + EXACT_DELETE_CHUNK])
+        try:
+            outcomes.extend(priv_netlink._delete_flows_impl(namespace, flows))
+        except OSError as err:
+            raise _netlink_refused(err) from err
+    return outcomes
 
 
 class PrivsepExecutor(_Configured):
@@ -377,6 +415,30 @@ class PrivsepExecutor(_Configured):
             self._release(handle)
             raise
         return self._lines(head, handle, chunks)
+
+    def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+        """Delete exact flows over ctnetlink in the daemon; one errno per flow.
+
+        0 means deleted, 2 (ENOENT) already gone, anything else an error.
+        Large lists go in several calls so no privsep message grows large.
+
+        :raises ConntrackUnavailableError: when the kernel refuses the socket.
+        """
+        from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+
+        if namespace is not None:
+            netns.validate_name(namespace)
+        items = list(entries)
+        outcomes: list[int] = []
+        for start in range(0, len(items), EXACT_DELETE_CHUNK):
+            flows = _flow_primitives(items[start:start + EXACT_DELETE_CHUNK])
+            try:
+                # Deleting a flow twice only answers ENOENT: safe to resend.
+                outcomes.extend(self._call(priv_netlink.delete_flows, namespace, flows,
+                                           idempotent=True))
+            except OSError as err:
+                raise _netlink_refused(err) from err
+        return outcomes
 
     def _lines(self, head: str, handle: str | None, chunks: int) -> Iterator[str]:
         pending = ""
