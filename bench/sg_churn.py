@@ -42,7 +42,7 @@ def requests(seed: int = 7) -> list[dict[str, Any]]:
     while len(distinct) < 500:
         kind = rnd.random()
         zone = rnd.choice(ZONES)
-        if kind < 0.02:
+        if kind < 0.006:
             distinct.append({"zone": zone})
         elif kind < 0.6:
             distinct.append({"zone": zone, "family": "ipv4", "src": rnd.choice(REMOTES)})

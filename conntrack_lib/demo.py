@@ -67,7 +67,8 @@ def _missing_requirement() -> str | None:
         return ("needs root: it creates a network namespace and drives conntrack with "
                 "CAP_NET_ADMIN. Run it as root, e.g. `sudo ./tools/demo.sh`.")
     if not os.access(constants.CONNTRACK_BINARY, os.X_OK):
-        return f"needs the conntrack binary at {constants.CONNTRACK_BINARY} (apt-get install conntrack)"
+        return (f"needs the conntrack binary at {constants.CONNTRACK_BINARY} "
+                "(apt-get install conntrack)")
     if _ip_binary() is None:
         return "needs iproute2's `ip` (apt-get install iproute2)"
     return None

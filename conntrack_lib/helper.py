@@ -354,7 +354,7 @@ class ConntrackHelper:
 
     # -- security-group style deletes ------------------------------------
 
-    def delete_by_rule(
+    def delete_by_rule(  # noqa: PLR0917 - the positional order agents already use
         self,
         zone: int | None,
         direction: str,
@@ -451,7 +451,7 @@ class ConntrackHelper:
         return deleted
 
 
-def rule_requests(
+def rule_requests(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule
     zone: int | None,
     direction: str,
     ethertype: str,

@@ -42,7 +42,8 @@ def test_entry_is_frozen() -> None:
 
 def test_entry_str_is_readable() -> None:
     text = str(_entry())
-    assert text == "ipv4 tcp ESTABLISHED 10.0.0.1:1000 -> 10.0.0.2:80 zone=5 mark=0 timeout=300 [ASSURED]"
+    assert text == ("ipv4 tcp ESTABLISHED 10.0.0.1:1000 -> 10.0.0.2:80 zone=5 mark=0 "
+                    "timeout=300 [ASSURED]")
 
 
 def test_nat_entry_str_shows_reply() -> None:
