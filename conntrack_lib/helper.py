@@ -27,6 +27,9 @@ LOG = logging.getLogger(__name__)
 
 #: conntrack 1.4.7 aborts a bulk ``-U`` after about 256 updates (ENOBUFS).
 UPDATE_BULK_LIMIT = 200
+#: What ``-D`` prints when a flow vanished between its dump and its delete.
+VANISHED_MESSAGE = "such conntrack doesn't exist"
+VANISHED_RETRIES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +144,11 @@ class ConntrackHelper:
         """Hold every zone that has live flows but no owner, with one dump.
 
         A zone in use in the kernel must not go to a new owner before its
-        flows are flushed (they would be inherited).  Runs once; later
-        calls return the zones still held.
+        flows are flushed (they would be inherited).  Runs once, on the first
+        allocation at the latest; later calls return the zones still held.
+        Processes sharing a file store should each recover before they
+        create flows, or a zone another process filled meanwhile may be held
+        by this one until :meth:`flush_zone` frees it.
 
         :returns: the zones held.
         """
@@ -281,9 +287,24 @@ class ConntrackHelper:
     def delete_entries(self, **filters: Any) -> int:
         """Delete the flows matching ``filters``; 0 deleted is not an error.
 
+        conntrack 1.4.7 aborts a ``-D`` when a matching flow vanishes
+        between its dump and its delete (a timeout, another deleter); the
+        delete is then run again, since deleting is idempotent.
+
         :returns: the number of flows deleted.
         """
-        return self._run_count(commands.DeleteCommand(**filters))
+        command = commands.DeleteCommand(**filters)
+        deleted = 0
+        for attempt in range(1, VANISHED_RETRIES + 1):
+            try:
+                return deleted + self._run_count(command)
+            except exc.CommandError as err:
+                if VANISHED_MESSAGE not in err.stderr or attempt == VANISHED_RETRIES:
+                    raise
+                # What this run deleted before it aborted was printed.
+                deleted += sum(1 for line in err.stdout.splitlines() if line.strip())
+                LOG.info("a flow vanished during %s; deleting again", command)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, entries: Iterable[Entry]) -> int:
         """Delete these exact flows (tuple and zone) in as few steps as possible.

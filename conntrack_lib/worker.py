@@ -370,6 +370,7 @@ class DeletionQueue:
         :returns: False if ``timeout`` seconds passed first.
         """
         with self._progress:
+            self._start_for_waiters()
             return self._wait_done(self._last_ticket, timeout)
 
     def wait_for(self, ip: str, timeout: float | None = None) -> bool:
@@ -386,9 +387,15 @@ class DeletionQueue:
         """
         target = _network("ip", ip)
         with self._progress:
+            self._start_for_waiters()
             touching = [i.ticket for i in itertools.chain(self._running, self._pending)
                         if i.touches(target)]
             return self._wait_done(max(touching, default=0), timeout)
+
+    def _start_for_waiters(self) -> None:
+        # Waiting on a queue nobody started would wait for ever: start it.
+        if self._thread is None and self._pending and not self._closed:
+            self._thread = self._spawn()
 
     def _wait_done(self, ticket: int, timeout: float | None) -> bool:
         return self._progress.wait_for(lambda: self._is_done(ticket), timeout)

@@ -344,3 +344,44 @@ def test_flush_reports_what_was_there() -> None:
     helper = ConntrackHelper(executor=recorder)
     assert helper.flush() == 9
     assert [c.kind for c in recorder.calls] == ["count", "flush"]
+
+
+class VanishingRecorder(Recorder):
+    """Fails the first delete as conntrack does when a flow vanished mid-way."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(count=4)
+        self.failures = failures
+
+    def execute(self, command: Any, **kw: Any) -> Result:
+        if command.kind == "delete" and self.failures:
+            self.failures -= 1
+            self.calls.append(command)
+            raise exc.EntryNotFoundError(command.argv(), 1, "flow a\nflow b\n",
+                                         "Operation failed: such conntrack doesn't exist\n")
+        return super().execute(command, **kw)
+
+
+def test_delete_entries_runs_again_when_a_flow_vanished_mid_delete() -> None:
+    recorder = VanishingRecorder(failures=1)
+    helper = ConntrackHelper(executor=recorder)
+    assert helper.delete_entries(zone=5) == 2 + 4
+    assert [c.kind for c in recorder.calls] == ["delete", "delete"]
+
+
+def test_delete_entries_gives_up_after_repeated_vanishing() -> None:
+    helper = ConntrackHelper(executor=VanishingRecorder(failures=5))
+    with pytest.raises(exc.EntryNotFoundError):
+        helper.delete_entries(zone=5)
+
+
+def test_delete_entries_does_not_retry_other_failures() -> None:
+    class Failing(Recorder):
+        def execute(self, command: Any, **kw: Any) -> Result:
+            self.calls.append(command)
+            raise exc.CommandError(command.argv(), 1, "", "Operation failed: invalid parameters")
+
+    recorder = Failing()
+    with pytest.raises(exc.CommandError):
+        ConntrackHelper(executor=recorder).delete_entries(zone=5)
+    assert len(recorder.calls) == 1

@@ -663,3 +663,22 @@ def test_queue_leaves_the_table_one_by_one_deletes_leave(requests: list[dict[str
     stats = queue.stats()
     assert stats["failed"] == 0
     assert stats["deleted"] == 48 - len(sync_fake.entries())
+
+
+def test_flush_on_a_never_started_queue_starts_it(executor: RecordingExecutor,
+                                                  queues: list[DeletionQueue]) -> None:
+    queue = make_queue(executor)
+    queues.append(queue)
+    queue.delete(zone=5)
+    assert not queue.running
+    assert queue.flush(timeout=WAIT)
+    assert executor.lines() == [("-D", "-w", "5")]
+
+
+def test_wait_for_on_a_never_started_queue_starts_it(executor: RecordingExecutor,
+                                                     queues: list[DeletionQueue]) -> None:
+    queue = make_queue(executor)
+    queues.append(queue)
+    queue.delete(zone=5, src="10.0.0.1")
+    assert queue.wait_for("10.0.0.1", timeout=WAIT)
+    assert queue.pending() == 0
