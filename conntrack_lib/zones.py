@@ -61,9 +61,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from oslo_concurrency import lockutils
+from oslo_log import log as logging
 
 from conntrack_lib import exceptions
 from conntrack_lib.constants import MAX_CONNTRACK_ZONE_ID, MIN_CONNTRACK_ZONE_ID
+
+LOG = logging.getLogger(__name__)
 
 #: Longest key accepted, in characters.
 MAX_KEY_LENGTH = 255
@@ -542,10 +545,18 @@ class FileZoneStore:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[object]:
-        """Hold the external (inter-process) lock of this file."""
-        with lockutils.lock(
-            self._lock_name, external=True, lock_path=self._lock_path, do_log=False
-        ) as held:
+        """Hold the external (inter-process) lock of this file.
+
+        :raises exceptions.ZoneStoreError: when the lock file cannot be
+            created or locked (read-only or full disk).
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                held = stack.enter_context(lockutils.lock(
+                    self._lock_name, external=True, lock_path=self._lock_path, do_log=False
+                ))
+            except OSError as exc:
+                raise self._error("cannot lock", exc) from exc
             yield held
 
     def load(self) -> ZoneSnapshot | None:
@@ -584,13 +595,21 @@ class FileZoneStore:
                 os.fsync(handle.fileno())
             os.replace(tmp, self._path)
             tmp = None
-            self._fsync_dir()
         except OSError as exc:
             raise self._error("cannot write", exc) from exc
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+        try:
+            self._fsync_dir()
+        except OSError as exc:
+            # The rename already published the new state to every reader:
+            # failing now would tell the caller "not saved" while other
+            # processes see it.  Only its durability across a power loss is
+            # in doubt.
+            LOG.warning("zone store %s: saved, but syncing its directory failed: %s",
+                        self._path, exc)
 
     def _fsync_dir(self) -> None:
         # Makes the rename itself durable, not only the file's content.
