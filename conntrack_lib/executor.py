@@ -585,16 +585,21 @@ def _alive(channel: Any) -> bool:
 
 
 def _stop(context: Any) -> None:
-    """Close the context's channel; forget it even if the socket is broken."""
+    """Close the context's channel and reap its daemon if we forked it."""
+    from conntrack_lib import privileged  # noqa: PLC0415 - lazy
+
     channel = context.channel
     try:
         context.stop()
     except OSError:
         # The socket of a killed daemon may refuse the shutdown.
         context.channel = None
-        writer = getattr(channel, "writer", None)
-        if writer is not None:
-            writer.writesock.close()
+    # oslo.privsep only shuts the socket down; an error or log record that
+    # still references the old channel would keep its descriptor open.
+    writer = getattr(channel, "writer", None)
+    if writer is not None:
+        writer.writesock.close()
+    privileged.reap(channel)
 
 
 def _plain(value: Any) -> Any:

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
+import time
 from typing import Any
 
 from oslo_privsep import capabilities as caps
-from oslo_privsep import daemon, priv_context
+from oslo_privsep import comm, daemon, priv_context
 
 PRIVSEP_SECTION = "conntrack_lib_privileged"
 
@@ -53,8 +56,66 @@ class _FailPendingOnReset:
                 self.running = False
 
 
-class _ForkingChannel(_FailPendingOnReset, daemon.ForkingClientChannel):  # type: ignore[misc]
-    """Daemon started by fork (this process is already root)."""
+class _ForkingChannel(_FailPendingOnReset, daemon._ClientChannel):  # type: ignore[misc]
+    """Daemon started by fork (this process is already root).
+
+    Unlike oslo.privsep's own forking channel it keeps the daemon's pid, so
+    a daemon that died or was stopped can be reaped instead of lingering as
+    a zombie of the agent (see :func:`reap`).
+    """
+
+    def __init__(self, context: Any) -> None:
+        ours, theirs = socket.socketpair()
+        for end in (ours, theirs):
+            end.setblocking(True)
+            end.set_inheritable(False)  # no conntrack child may hold the channel
+        # Flush first so buffered output is not written twice after the fork.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the daemon
+            _serve(theirs, ours, context)
+        theirs.close()
+        self.pid = pid
+        super().__init__(ours, context)
+
+
+def _serve(sock: socket.socket, peer: socket.socket, context: Any) -> None:
+    """Run the privileged daemon in the forked child; never return."""
+    daemon.un_monkey_patch()
+    channel = comm.ServerChannel(sock)
+    peer.close()
+    daemon.replace_logging(daemon.PrivsepLogHandler(channel, processName=str(context)))
+    daemon.Daemon(channel, context=context).run()
+    os._exit(0)
+
+
+#: Forked daemons stopped but not yet reaped.
+_unreaped: set[int] = set()
+
+
+def reap(channel: Any, wait: float = 1.0) -> None:
+    """Collect the exit status of a stopped forked daemon (and older ones).
+
+    Only pids this module forked are waited for, never other children of
+    the agent.  A daemon still shutting down after ``wait`` seconds is
+    collected by a later call.
+    """
+    pid = getattr(channel, "pid", None)
+    if pid is not None:
+        _unreaped.add(pid)
+    deadline = time.monotonic() + wait
+    while _unreaped:
+        for child in list(_unreaped):
+            try:
+                done, _ = os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                done = child  # already collected elsewhere
+            if done:
+                _unreaped.discard(child)
+        if not _unreaped or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 class _HelperChannel(_FailPendingOnReset, daemon.RootwrapClientChannel):  # type: ignore[misc]
