@@ -66,7 +66,7 @@ STATUS_FLAGS: Final = (
     "OFFLOAD", "HW_OFFLOAD",
 )
 #: ``UNREPLIED`` means "SEEN_REPLY clear" as a filter.
-STATUS_FILTER_WORDS: Final = STATUS_FLAGS + ("UNREPLIED",)
+STATUS_FILTER_WORDS: Final = (*STATUS_FLAGS, "UNREPLIED")
 #: Bracketed flags conntrack prints in a text line.
 DISPLAY_FLAGS: Final = ("UNREPLIED", "ASSURED", "OFFLOAD", "HW_OFFLOAD")
 

@@ -131,18 +131,18 @@ class ParseError(ConntrackError):
 
 
 __all__ = [
-    "ConntrackError",
-    "InvalidArgumentError",
-    "ZoneError",
-    "InvalidZoneError",
-    "ZoneExhaustedError",
-    "ZoneStoreError",
     "CommandError",
+    "CommandTimeoutError",
+    "ConntrackError",
+    "ConntrackUnavailableError",
     "EntryExistsError",
     "EntryNotFoundError",
-    "PermissionDeniedError",
+    "InvalidArgumentError",
+    "InvalidZoneError",
     "NamespaceNotFoundError",
-    "ConntrackUnavailableError",
-    "CommandTimeoutError",
     "ParseError",
+    "PermissionDeniedError",
+    "ZoneError",
+    "ZoneExhaustedError",
+    "ZoneStoreError",
 ]

@@ -12,7 +12,6 @@ from collections.abc import Iterator, Mapping
 import netaddr
 
 
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class FlowTuple:
     """One direction of a flow: addresses plus the layer-4 identifiers.
@@ -196,4 +195,4 @@ class CpuStats:
         return f"cpu={self.cpu} " + " ".join(f"{k}={v}" for k, v in self.counters)
 
 
-__all__ = ["FlowTuple", "Counters", "Entry", "Event", "CpuStats"]
+__all__ = ["Counters", "CpuStats", "Entry", "Event", "FlowTuple"]

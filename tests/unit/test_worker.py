@@ -348,7 +348,7 @@ def test_queue_full_error_rebuilds_from_args() -> None:
     rebuilt = type(error)(*error.args)
     assert (rebuilt.maxsize, rebuilt.pending, rebuilt.timeout) == (10, 10, 0.5)
     assert str(rebuilt) == str(error)
-    unpickled = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    unpickled = pickle.loads(pickle.dumps(error))
     assert isinstance(unpickled, exc.ConntrackError)
     assert unpickled.args == error.args
     closed = QueueClosedError("gone")
