@@ -663,6 +663,10 @@ class EventsCommand(Command):
 
     def __init__(self, /, *, event_mask: Sequence[str] = ("ALL",), output: Sequence[str] = (),
                  duration: float = DEFAULT_DURATION, **filters: Any) -> None:
+        # None would read as "unset" and silently change the command's meaning.
+        for name, value in (("event_mask", event_mask), ("duration", duration)):
+            if value is None:
+                raise InvalidArgumentError(name, None, "must not be None")
         raw = {**filters, "event_mask": event_mask, "output": output,
                "duration": duration}
         self._freeze(_validate(raw, self._profile, self.kind))

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: Longest rendering of a rejected value in a message.
+MAX_SHOWN = 200
+
+
+def _shown(value: object) -> str:
+    """Return a short repr of ``value`` that never fails (huge ints refuse repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
+
 
 class ConntrackError(Exception):
     """Base class of every error raised by conntrack_lib."""
@@ -24,7 +36,7 @@ class InvalidArgumentError(ConntrackError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.field}={self.value!r}: {self.reason}"
+        return f"{self.field}={_shown(self.value)}: {self.reason}"
 
 
 class ZoneError(ConntrackError):
@@ -40,7 +52,7 @@ class InvalidZoneError(ZoneError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"zone {self.zone!r}: {self.reason}"
+        return f"zone {_shown(self.zone)}: {self.reason}"
 
 
 class ZoneExhaustedError(ZoneError):

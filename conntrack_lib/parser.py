@@ -52,11 +52,16 @@ _T = TypeVar("_T")
 #: memory stays bounded on huge tables with few repeated addresses.
 ADDRESS_CACHE_SIZE = 65536
 
+# Both patterns are bounded so that hostile input cannot make them
+# backtrack quadratically: a count starts after a non-digit and has at most
+# 20 digits; a ctime stamp is short.
 _SUMMARY_RE = re.compile(
-    r"(\d+) (?:flow entries|flow events|expectations|expectation events) "
-    r"have been (\w+)\."
+    r"(?<![0-9])([0-9]{1,20}) (?:flow entries|flow events|expectations|expectation events) "
+    r"have been (\w+)\.",
+    re.ASCII,
 )
-_KTIMESTAMP_RE = re.compile(r" ?\[(start|stop)=([^\]]*)\]")
+_KTIMESTAMP_RE = re.compile(r" ?\[(start|stop)=([^\]\[]{0,64})\]")
+_DECIMAL_RE = re.compile(r"[0-9]{1,20}", re.ASCII)
 _EVENT_TIMESTAMP_RE = re.compile(r"\[(\d+)\.(\d+) *\]\t?")
 _EVENT_TYPES = {f"[{name}]": name for name in constants.EVENT_TYPES}
 _XML_EVENT_TYPES = {name.lower(): name for name in constants.EVENT_TYPES}
@@ -189,8 +194,8 @@ def _status(flags: tuple[str, ...]) -> frozenset[str]:
 
 def _int(text: str) -> int:
     """Convert a decimal field; reject signs and spaces that int() allows."""
-    if not text.isdigit():
-        raise _LineError(f"not a number: {text!r}")
+    if _DECIMAL_RE.fullmatch(text) is None:
+        raise _LineError(f"not a number: {text[:40]!r}")
     return int(text)
 
 
@@ -1077,7 +1082,7 @@ def parse_count(text: str) -> int:
     :raises ParseError: when the output is not a single non-negative integer.
     """
     words = text.split()
-    if len(words) != 1 or not words[0].isdigit():
+    if len(words) != 1 or _DECIMAL_RE.fullmatch(words[0]) is None:
         raise ParseError(text, 1, "expected a single integer")
     return int(words[0])
 
