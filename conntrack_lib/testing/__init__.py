@@ -1,0 +1,37 @@
+"""Test doubles for code that uses conntrack_lib.
+
+:class:`FakeConntrack` is an in-memory executor with the semantics of the
+conntrack 1.4.7 command line; :class:`FakeConntrackFixture` wraps it for
+``fixtures``/``testtools`` suites, and the pytest plugin of this package
+provides it as the ``fake_conntrack`` fixture.
+
+Names are imported on first use, so loading the pytest plugin (which pytest
+does for every session) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conntrack_lib.testing.fake import FakeClock, FakeConntrack
+    from conntrack_lib.testing.fixture import FakeConntrackFixture
+
+_HOMES = {
+    "FakeClock": "conntrack_lib.testing.fake",
+    "FakeConntrack": "conntrack_lib.testing.fake",
+    "FakeConntrackFixture": "conntrack_lib.testing.fixture",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is used."""
+    try:
+        home = _HOMES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return getattr(importlib.import_module(home), name)
+
+
+__all__ = ["FakeClock", "FakeConntrack", "FakeConntrackFixture"]

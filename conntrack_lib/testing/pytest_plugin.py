@@ -1,0 +1,33 @@
+"""pytest plugin of conntrack_lib: the ``fake_conntrack`` fixture.
+
+pytest loads this module in every session of a project that has
+conntrack_lib installed, so it imports nothing heavy until the fixture is
+actually requested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conntrack_lib.testing.fake import FakeConntrack
+
+
+@pytest.fixture
+def fake_conntrack() -> Iterator[FakeConntrack]:
+    """Yield a fresh in-memory :class:`FakeConntrack` driven by a fake clock.
+
+    The clock is ``fake_conntrack.clock``; call ``.advance(seconds)`` on it
+    to let entry timeouts run down.
+    """
+    from conntrack_lib.testing.fixture import FakeConntrackFixture  # noqa: PLC0415 - lazy
+
+    fixture = FakeConntrackFixture()
+    fixture.setUp()
+    try:
+        yield fixture.fake
+    finally:
+        fixture.cleanUp()
