@@ -682,3 +682,10 @@ def test_create_from_entry_icmp_has_no_reply_layer4() -> None:
 
 def test_duplicate_labels_collapse() -> None:
     assert c.ListCommand(labels="a,a,b") == c.ListCommand(labels=["a", "b"])
+
+
+@pytest.mark.parametrize("field", ["event_mask", "duration"])
+def test_events_refuses_none_for_its_defaults(field: str) -> None:
+    with pytest.raises(InvalidArgumentError) as err:
+        c.EventsCommand(**{field: None})
+    assert err.value.field == field
