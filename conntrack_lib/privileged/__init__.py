@@ -81,13 +81,21 @@ class _ForkingChannel(_FailPendingOnReset, daemon._ClientChannel):  # type: igno
 
 
 def _serve(sock: socket.socket, peer: socket.socket, context: Any) -> None:
-    """Run the privileged daemon in the forked child; never return."""
-    daemon.un_monkey_patch()
-    channel = comm.ServerChannel(sock)
-    peer.close()
-    daemon.replace_logging(daemon.PrivsepLogHandler(channel, processName=str(context)))
-    daemon.Daemon(channel, context=context).run()
-    os._exit(0)
+    """Run the privileged daemon in the forked child; never return.
+
+    Whatever happens, the child ends here: an exception must not unwind
+    into the caller's code, which would then run a second time as root.
+    """
+    code = 1
+    try:
+        daemon.un_monkey_patch()
+        channel = comm.ServerChannel(sock)
+        peer.close()
+        daemon.replace_logging(daemon.PrivsepLogHandler(channel, processName=str(context)))
+        daemon.Daemon(channel, context=context).run()
+        code = 0
+    finally:
+        os._exit(code)
 
 
 #: Forked daemons stopped but not yet reaped.

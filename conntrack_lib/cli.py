@@ -1,0 +1,858 @@
+"""The ``conntrack-lib`` operator command line, built on cliff.
+
+Every command goes through :class:`~conntrack_lib.helper.ConntrackHelper`,
+so the CLI validates values exactly as the library does and runs the same
+commands an agent would.  Listings are Lister commands: the table, json,
+yaml, csv and value formatters come from cliff, and rows are produced
+lazily from one ``conntrack -L`` so a large table is not held twice.
+
+Exit codes: 0 success, 1 conntrack or runtime failure, 2 invalid
+arguments, 3 permission denied, 4 network namespace not found, 5 the
+operator declined a confirmation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
+
+from cliff import app as cliff_app
+from cliff import columns as cliff_columns
+from cliff import command as cliff_command
+from cliff import commandmanager, lister, show
+from cliff.formatters import json_format
+from oslo_config import cfg
+
+from conntrack_lib import constants, netns
+from conntrack_lib import exceptions as exc
+from conntrack_lib.helper import ConntrackHelper
+from conntrack_lib.models import Counters, CpuStats, Entry, FlowTuple
+
+PROG = "conntrack-lib"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PERMISSION = 3
+EXIT_NO_NAMESPACE = 4
+EXIT_ABORTED = 5
+
+#: Seconds a delete runs before a progress line appears on a terminal.
+PROGRESS_AFTER = 1.0
+#: Seconds between two refreshes of the progress line.
+PROGRESS_EVERY = 0.5
+
+#: Builds the executor from the ``--executor`` choice, the configuration
+#: and the ``--namespace`` value.
+ExecutorFactory = Callable[[str, cfg.ConfigOpts, "str | None"], Any]
+
+#: Bit of CAP_NET_ADMIN in the capability sets of /proc/self/status.
+_CAP_NET_ADMIN_BIT = 12
+
+
+class Aborted(Exception):  # noqa: N818 - an outcome, not an error of the library
+    """The operator declined, or could not be asked for, a confirmation."""
+
+
+# -- columns -----------------------------------------------------------------
+
+
+def field_names(model: Any) -> tuple[str, ...]:
+    """Return the field names of a model class, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(model))
+
+
+_TUPLE_FIELDS = field_names(FlowTuple)
+_COUNTER_FIELDS = field_names(Counters)
+
+
+class FlowTupleColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
+    """Show a :class:`FlowTuple` as text, or as a dict for json and yaml."""
+
+    def human_readable(self) -> str:
+        """Return the tuple as ``src:port -> dst:port``."""
+        return str(self._value)
+
+    def machine_readable(self) -> dict[str, Any]:
+        """Return every field of the tuple; addresses as strings."""
+        flow: FlowTuple = self._value
+        data = {name: getattr(flow, name) for name in _TUPLE_FIELDS}
+        data["src"] = str(flow.src)
+        data["dst"] = str(flow.dst)
+        return data
+
+
+class WordsColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
+    """Show a set of words (status flags, labels) sorted."""
+
+    def human_readable(self) -> str:
+        """Return the words joined by commas."""
+        return ",".join(self.machine_readable())
+
+    def machine_readable(self) -> list[str]:
+        """Return the words as a sorted list."""
+        return sorted(self._value)
+
+
+class CountersColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
+    """Show the packet and byte counters, absent when accounting is off."""
+
+    def human_readable(self) -> str:
+        """Return the counters as one short phrase, or nothing."""
+        return "" if self._value is None else str(self._value)
+
+    def machine_readable(self) -> dict[str, int] | None:
+        """Return the four counters as a dict, or None."""
+        counters: Counters | None = self._value
+        if counters is None:
+            return None
+        return {name: int(getattr(counters, name)) for name in _COUNTER_FIELDS}
+
+
+class PairsColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
+    """Show ``key=value`` pairs the parser kept aside."""
+
+    def human_readable(self) -> str:
+        """Return the pairs as ``key=value`` words."""
+        return " ".join(f"{k}={v}" for k, v in self._value)
+
+    def machine_readable(self) -> dict[str, str]:
+        """Return the pairs as a dict."""
+        return dict(self._value)
+
+
+class ArgvColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
+    """Show an argv as a command line a shell would read back the same."""
+
+    def human_readable(self) -> str:
+        """Return the argv quoted for a POSIX shell."""
+        return shlex.join(self._value)
+
+    def machine_readable(self) -> list[str]:
+        """Return the argv as a list of strings."""
+        return list(self._value)
+
+
+class StreamingJSONFormatter(json_format.JSONFormatter):  # type: ignore[misc]
+    """Write a JSON list row by row instead of building it first.
+
+    cliff's own JSON formatter keeps a dict per row and writes the document
+    token by token; for a 200,000-flow table that is hundreds of megabytes
+    and minutes.  This one prints the same document as the rows arrive.
+    """
+
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write ``data`` as a JSON list of objects, one row at a time."""
+        indent = None if parsed_args.noindent else 2
+        rows = 0
+        for row in data:
+            item = {name: _machine(cell) for name, cell in zip(column_names, row, strict=True)}
+            text = json.dumps(item, indent=indent)
+            if indent is None:
+                stdout.write(("[" if rows == 0 else ", ") + text)
+            else:
+                stdout.write(("[\n" if rows == 0 else ",\n") + textwrap.indent(text, "  "))
+            rows += 1
+        if rows == 0:
+            stdout.write("[]\n")
+        else:
+            stdout.write("]\n" if indent is None else "\n]\n")
+
+
+def _machine(cell: Any) -> Any:
+    if isinstance(cell, cliff_columns.FormattableColumn):
+        return cell.machine_readable()
+    return cell
+
+
+#: Every field of Entry, in declaration order: the columns of ``list``.
+ENTRY_COLUMNS: tuple[str, ...] = field_names(Entry)
+
+_COLUMN_TYPES: Mapping[str, Callable[[Any], Any]] = {
+    "original": FlowTupleColumn,
+    "reply": FlowTupleColumn,
+    "status": WordsColumn,
+    "labels": WordsColumn,
+    "counters": CountersColumn,
+    "extra": PairsColumn,
+}
+
+
+def entry_row(entry: Entry) -> tuple[Any, ...]:
+    """Return the ``list`` row of ``entry``, one cell per Entry field."""
+    row = []
+    for name in ENTRY_COLUMNS:
+        value = getattr(entry, name)
+        wrap = _COLUMN_TYPES.get(name)
+        row.append(wrap(value) if wrap is not None else value)
+    return tuple(row)
+
+
+# -- filter options ----------------------------------------------------------
+
+
+def _int_or_text(text: str) -> int | str:
+    """Return ``text`` as an int when it is one; the library refuses the rest.
+
+    Leaving a bad value as text lets the library's validator name the field
+    in its one-line error instead of argparse printing its usage.
+    """
+    for base in (10, 0):  # decimal first, so "010" is ten; then 0x.., 0o..
+        try:
+            return int(text, base)
+        except ValueError:
+            continue
+    return text
+
+
+def _proto(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _mark(text: str) -> int | str | tuple[int | str, int | str]:
+    if "/" in text:
+        value, mask = text.split("/", 1)
+        return (_int_or_text(value), _int_or_text(mask))
+    return _int_or_text(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FilterOption:
+    """One filter keyword of the library and how the CLI spells it."""
+
+    keyword: str
+    metavar: str
+    help: str
+    convert: Callable[[str], Any] | None = None
+    repeat: bool = False
+    optional_value: bool = False
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        """Return the option as typed on the command line."""
+        return "--" + ("label" if self.keyword == "labels" else self.keyword).replace("_", "-")
+
+
+FILTER_OPTIONS: tuple[_FilterOption, ...] = (
+    _FilterOption("family", "FAMILY", "address family: ipv4 or ipv6", choices=constants.FAMILIES),
+    _FilterOption("proto", "PROTO", "protocol name or number", _proto),
+    _FilterOption("src", "IP[/PREFIX]", "original source address or network"),
+    _FilterOption("dst", "IP[/PREFIX]", "original destination address or network"),
+    _FilterOption("reply_src", "IP", "reply source address"),
+    _FilterOption("reply_dst", "IP", "reply destination address"),
+    _FilterOption("sport", "PORT", "original source port (needs --proto)", _int_or_text),
+    _FilterOption("dport", "PORT", "original destination port (needs --proto)",
+                  _int_or_text),
+    _FilterOption("reply_sport", "PORT", "reply source port (needs --proto)", _int_or_text),
+    _FilterOption("reply_dport", "PORT", "reply destination port (needs --proto)",
+                  _int_or_text),
+    _FilterOption("zone", "ZONE", "conntrack zone of both directions", _int_or_text),
+    _FilterOption("orig_zone", "ZONE", "zone of the original direction", _int_or_text),
+    _FilterOption("reply_zone", "ZONE", "zone of the reply direction", _int_or_text),
+    _FilterOption("mark", "VALUE[/MASK]", "connection mark, optionally masked", _mark),
+    _FilterOption("status", "FLAG", "status flag such as ASSURED or UNREPLIED; repeatable",
+                  repeat=True),
+    _FilterOption("state", "STATE", "protocol state such as ESTABLISHED (needs --proto)"),
+    _FilterOption("labels", "LABEL", "connection label name; repeatable", repeat=True),
+    _FilterOption("src_nat", "IP", "source-NATed flows, optionally to IP",
+                  optional_value=True),
+    _FilterOption("dst_nat", "IP", "destination-NATed flows, optionally to IP",
+                  optional_value=True),
+    _FilterOption("any_nat", "IP", "NATed flows of either kind, optionally with IP",
+                  optional_value=True),
+    _FilterOption("icmp_type", "TYPE", "ICMP type (needs --proto icmp/icmpv6)",
+                  _int_or_text),
+    _FilterOption("icmp_code", "CODE", "ICMP code (needs --proto icmp/icmpv6)",
+                  _int_or_text),
+    _FilterOption("icmp_id", "ID", "ICMP identifier (needs --proto icmp/icmpv6)",
+                  _int_or_text),
+)
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    """Add one option per filter keyword of the library to ``parser``."""
+    group = parser.add_argument_group("filters", "select flows; all given filters must match")
+    for opt in FILTER_OPTIONS:
+        kwargs: dict[str, Any] = {"dest": "filter_" + opt.keyword, "help": opt.help}
+        if opt.choices:
+            kwargs["choices"] = opt.choices
+        kwargs["metavar"] = opt.metavar
+        if opt.convert is not None:
+            kwargs["type"] = opt.convert
+        if opt.repeat:
+            kwargs["action"] = "append"
+        if opt.optional_value:
+            kwargs.update(nargs="?", const=True)
+        group.add_argument(opt.flag, **kwargs)
+
+
+def filters_from(parsed_args: argparse.Namespace) -> dict[str, Any]:
+    """Return the library filter keywords the operator set."""
+    filters: dict[str, Any] = {}
+    for opt in FILTER_OPTIONS:
+        value = getattr(parsed_args, "filter_" + opt.keyword, None)
+        if value is not None:
+            filters[opt.keyword] = tuple(value) if opt.repeat else value
+    return filters
+
+
+def describe_filters(filters: Mapping[str, Any]) -> str:
+    """Return the filters as ``key=value`` words for a prompt."""
+    if not filters:
+        return "every flow"
+    return " ".join(f"{k}={v}" for k, v in filters.items())
+
+
+# -- errors ------------------------------------------------------------------
+
+
+def exit_code_for(error: BaseException) -> int:
+    """Return the exit code the CLI reports for ``error``."""
+    if isinstance(error, Aborted):
+        return EXIT_ABORTED
+    if isinstance(error, exc.PermissionDeniedError):
+        return EXIT_PERMISSION
+    if isinstance(error, exc.NamespaceNotFoundError):
+        return EXIT_NO_NAMESPACE
+    if isinstance(error, ValueError | cfg.Error):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def describe_error(error: BaseException) -> str:
+    """Return ``error`` as one line for the operator."""
+    if isinstance(error, exc.CommandError):
+        lines = [line.strip() for line in error.stderr.splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exit code {error.exit_code}"
+        text = f"{type(error).__name__}: {detail}"
+    elif isinstance(error, Aborted):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+# -- privileges --------------------------------------------------------------
+
+
+def has_net_admin(status_path: str = "/proc/self/status") -> bool:
+    """Tell whether this process holds CAP_NET_ADMIN in its effective set."""
+    try:
+        with open(status_path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_NET_ADMIN_BIT & 1)
+    except (OSError, ValueError, IndexError):
+        return os.geteuid() == 0
+    return os.geteuid() == 0
+
+
+def default_executor_factory(kind: str, conf: cfg.ConfigOpts,
+                             namespace: str | None = None) -> Any:
+    """Build the executor named by ``--executor``.
+
+    The checks here fail fast with a clear message, before a privsep
+    daemon starts or a process runs.
+
+    :raises NamespaceNotFoundError: ``namespace`` does not exist.
+    :raises PermissionDeniedError: ``process`` without CAP_NET_ADMIN, or
+        ``privsep`` as a non-root user with no ``helper_command``.
+    """
+    from conntrack_lib import executor  # noqa: PLC0415 - keeps --help fast
+
+    if namespace is not None:
+        netns.ensure_exists(namespace, (PROG, "--namespace", namespace))
+    if kind == "process":
+        if not has_net_admin():
+            raise exc.PermissionDeniedError(
+                (PROG,), None, "", "--executor process needs root or CAP_NET_ADMIN")
+        return executor.ProcessExecutor(conf=conf)
+    if os.geteuid() != 0 and not _helper_command(conf):
+        raise exc.PermissionDeniedError(
+            (PROG,), None, "", "--executor privsep needs root, or helper_command in the "
+            "[conntrack_lib_privileged] section of a --config-file")
+    return executor.PrivsepExecutor(conf=conf)
+
+
+def _helper_command(conf: cfg.ConfigOpts) -> str | None:
+    try:
+        value = conf.conntrack_lib_privileged.helper_command
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return None
+    return str(value) if value else None
+
+
+# -- the application ----------------------------------------------------------
+
+
+class ConntrackApp(cliff_app.App):  # type: ignore[misc]
+    """The ``conntrack-lib`` application.
+
+    :param executor_factory: builds the executor from the ``--executor``
+        choice, the configuration and the namespace; tests pass one returning a
+        :class:`~conntrack_lib.testing.FakeConntrack`.
+    :param conf: the configuration object to parse ``--config-file`` into;
+        the global ``cfg.CONF`` by default, which the privsep context reads.
+    """
+
+    NAME = PROG
+
+    def __init__(
+        self,
+        executor_factory: ExecutorFactory | None = None,
+        conf: cfg.ConfigOpts | None = None,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        manager = commandmanager.CommandManager("conntrack_lib.cli")
+        for name, command_class in COMMANDS.items():
+            manager.add_command(name, command_class)
+        super().__init__(
+            description="Inspect and clean the Linux conntrack table of a network "
+            "namespace through conntrack_lib.", version=_version(),
+            command_manager=manager, stdin=stdin, stdout=stdout, stderr=stderr,
+            deferred_help=True,
+        )
+        self._executor_factory = executor_factory or default_executor_factory
+        self._conf = conf if conf is not None else cfg.CONF
+        self._helper: ConntrackHelper | None = None
+        self._conf_loaded = False
+        self._log_handlers: list[Any] = []
+        self._root_level: int | None = None
+
+    def build_option_parser(self, description: str | None, version: str | None,
+                            argparse_kwargs: dict[str, Any] | None = None
+                            ) -> argparse.ArgumentParser:
+        """Return cliff's parser plus the namespace, executor and config options."""
+        kwargs = {"prog": PROG, **(argparse_kwargs or {})}
+        parser: argparse.ArgumentParser = super().build_option_parser(
+            description, version, kwargs)
+        parser.add_argument("--namespace", metavar="NS", default=None,
+                            help="network namespace to work in (default: this one)")
+        parser.add_argument("--executor", choices=("privsep", "process"), default="privsep",
+                            help="run conntrack through the privsep daemon (default) or "
+                            "directly, for a process that already holds CAP_NET_ADMIN")
+        parser.add_argument("--config-file", dest="config_files", action="append",
+                            metavar="PATH", default=None,
+                            help="oslo.config file with [conntrack_lib] and "
+                            "[conntrack_lib_privileged] options; repeatable")
+        return parser
+
+    def run(self, argv: list[str]) -> int:
+        """Run one command line; return its exit code."""
+        if not argv:
+            argv = ["help"]
+        try:
+            code = int(super().run(argv))
+        finally:
+            self._detach_logging()
+        # Global options without a command: the help was shown instead.
+        return EXIT_USAGE if self.interactive_mode else code
+
+    def configure_logging(self) -> None:
+        """Add cliff's console handler, remembering it to remove it after the run."""
+        root = logging.getLogger("")
+        before = list(root.handlers)
+        self._root_level = root.level
+        super().configure_logging()
+        self._log_handlers = [h for h in root.handlers if h not in before]
+        # The library and privsep log their routine steps at INFO; an
+        # operator sees them with -v, and warnings always.
+        level = {0: logging.WARNING, 1: logging.WARNING, 2: logging.INFO}.get(
+            self.options.verbose_level, logging.DEBUG)
+        for handler in self._log_handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.setLevel(level)
+        # cliff opens the root logger to DEBUG; a privsep daemon then ships
+        # every debug record to us, even while this process exits.
+        root.setLevel(min(h.level for h in self._log_handlers) if self._log_handlers
+                      else level)
+
+    def _detach_logging(self) -> None:
+        root = logging.getLogger("")
+        for handler in self._log_handlers:
+            root.removeHandler(handler)
+            handler.close()
+        self._log_handlers = []
+        if self._root_level is not None:
+            root.setLevel(self._root_level)
+            self._root_level = None
+
+    def interact(self) -> None:
+        """Print the help: this tool has no interactive shell."""
+        self.run_subcommand(["help"])
+
+    def load_config(self) -> cfg.ConfigOpts:
+        """Register the library's options and parse the config files, once."""
+        from conntrack_lib import opts  # noqa: PLC0415
+
+        if not self._conf_loaded:
+            opts.register_opts(self._conf)
+            files = self.options.config_files
+            self._conf(args=[], project="conntrack_lib",
+                       default_config_files=list(files) if files else [])
+            self._conf_loaded = True
+        return self._conf
+
+    def helper(self) -> ConntrackHelper:
+        """Return the helper of this run, building it on first use."""
+        if self._helper is None:
+            namespace = self.options.namespace
+            if namespace is not None:
+                netns.validate_name(namespace)
+            conf = self.load_config()
+            executor = self._executor_factory(self.options.executor, conf, namespace)
+            self._helper = ConntrackHelper(
+                namespace=namespace, executor=executor,
+                batch_size=conf.conntrack_lib.batch_size,
+                exact_delete_backend=conf.conntrack_lib.exact_delete_backend,
+            )
+        return self._helper
+
+    def rendered_argv(self, command: Any) -> tuple[str, ...]:
+        """Return the argv the executor would run for ``command``."""
+        conf = self.load_config()
+        return netns.build_argv(command, conf.conntrack_lib.conntrack_binary,
+                                self.options.namespace)
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("conntrack_lib")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- commands ----------------------------------------------------------------
+
+
+class _ErrorsMixin:
+    """Turn library errors into one stderr line and an exit code."""
+
+    app: ConntrackApp
+
+    def run(self, parsed_args: argparse.Namespace) -> int:
+        """Run the command; report a failure as one line unless --debug."""
+        try:
+            return int(super().run(parsed_args))  # type: ignore[misc]
+        except (exc.ConntrackError, Aborted, cfg.Error) as error:
+            if self.app.options.debug:
+                raise
+            self.app.stderr.write(f"{PROG}: error: {describe_error(error)}\n")
+            self.app.stderr.flush()
+            return exit_code_for(error)
+
+
+class ListFlows(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+    """List the flows matching the filters, one row per flow."""
+
+    def _load_formatter_plugins(self) -> Any:
+        """Return cliff's list formatters, with JSON written as rows arrive."""
+        plugins = super()._load_formatter_plugins()
+        for extension in plugins:
+            if extension.name == "json":
+                extension.obj = StreamingJSONFormatter()
+        return plugins
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser with every filter option."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        add_filter_options(parser)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
+        """Return the columns and a lazy stream of rows from one dump."""
+        entries = self.app.helper().iter_entries(**filters_from(parsed_args))
+        # Pull the first entry now, so that a failure to start the dump is
+        # reported before the formatter prints anything.
+        first = next(entries, None)
+        return ENTRY_COLUMNS, _rows(first, entries)
+
+
+def _rows(first: Entry | None, rest: Iterator[Entry]) -> Iterator[tuple[Any, ...]]:
+    if first is None:
+        return
+    yield entry_row(first)
+    for entry in rest:
+        yield entry_row(entry)
+
+
+class CountFlows(_ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+    """Count the flows matching the filters (all flows without filters)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser with every filter option."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        add_filter_options(parser)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Return the count."""
+        return ("count",), (self.app.helper().count(**filters_from(parsed_args)),)
+
+
+class _ConfirmMixin:
+    """Ask the operator before destroying flows."""
+
+    app: ConntrackApp
+
+    @staticmethod
+    def add_confirm_options(parser: argparse.ArgumentParser) -> None:
+        """Add --yes and --dry-run."""
+        parser.add_argument("--yes", "-y", action="store_true",
+                            help="do not ask for confirmation")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the conntrack command that would run; delete nothing")
+
+    def confirm(self, question: str) -> None:
+        """Return when the operator answers yes on the terminal.
+
+        :raises Aborted: the answer is not yes, or stdin is not a terminal.
+        """
+        if not self.app.stdin.isatty():
+            raise Aborted(f"{question}: stdin is not a terminal, pass --yes to confirm")
+        self.app.stderr.write(f"{question} [y/N] ")
+        self.app.stderr.flush()
+        answer = self.app.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise Aborted("aborted: nothing was deleted")
+
+    def dry_run(self, command: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Return the row of a dry run: the command that would have run.
+
+        ``command`` is the line a shell would read back the same and
+        ``argv`` the exact list of arguments (a list in json and yaml).
+        """
+        argv = self.app.rendered_argv(command)
+        return ("dry_run", "command", "argv"), (True, shlex.join(argv), ArgvColumn(argv))
+
+    def with_progress(self, what: str, action: Callable[[], int]) -> int:
+        """Run ``action``; on a terminal, show elapsed time while it is long."""
+        if not self.app.stderr.isatty():
+            return action()
+        with _Progress(self.app.stderr, what):
+            return action()
+
+
+class _Progress:
+    """Refresh one stderr line with the elapsed time, after a grace period."""
+
+    def __init__(self, stream: TextIO, what: str) -> None:
+        self._stream = stream
+        self._what = what
+        self._done = threading.Event()
+        self._shown = False
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name="conntrack-lib-progress")
+
+    def __enter__(self) -> _Progress:
+        self._start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        if self._shown:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+    def _loop(self) -> None:
+        if self._done.wait(PROGRESS_AFTER):
+            return
+        while not self._done.is_set():
+            elapsed = time.monotonic() - self._start
+            self._stream.write(f"\r{self._what}... {elapsed:.1f} s")
+            self._stream.flush()
+            self._shown = True
+            self._done.wait(PROGRESS_EVERY)
+
+
+class DeleteFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+    """Delete the flows matching the filters (every flow without filters)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser with every filter option, --yes and --dry-run."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        add_filter_options(parser)
+        self.add_confirm_options(parser)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Return how many flows went, or the argv of a dry run."""
+        from conntrack_lib import commands  # noqa: PLC0415
+
+        filters = filters_from(parsed_args)
+        command = commands.DeleteCommand(**filters)  # validates before anything runs
+        if parsed_args.dry_run:
+            return self.dry_run(command)
+        helper = self.app.helper()
+        if not parsed_args.yes:
+            matching = helper.count(**filters)
+            self.confirm(f"delete {matching} flows matching {describe_filters(filters)}"
+                         f"{_where(self.app)}?")
+        deleted = self.with_progress("deleting flows",
+                                     lambda: helper.delete_entries(**filters))
+        return ("deleted",), (deleted,)
+
+
+class FlushFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+    """Delete every flow of one zone, or of the whole table with --all."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser with --zone or --all, --yes and --dry-run."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--zone", type=_int_or_text, metavar="ZONE",
+                           help="flush this conntrack zone only")
+        which.add_argument("--all", action="store_true",
+                           help="flush the whole table (asks for confirmation)")
+        self.add_confirm_options(parser)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Return how many flows went, or the argv of a dry run."""
+        from conntrack_lib import commands  # noqa: PLC0415
+
+        if parsed_args.all:
+            command: Any = commands.FlushCommand()
+        else:
+            command = commands.DeleteCommand(zone=parsed_args.zone)
+        if parsed_args.dry_run:
+            return self.dry_run(command)
+        helper = self.app.helper()
+        if parsed_args.all:
+            if not parsed_args.yes:
+                self.confirm(f"flush all {helper.count()} flows{_where(self.app)}?")
+            flushed = self.with_progress("flushing", helper.flush)
+        else:
+            flushed = self.with_progress(
+                "flushing zone", lambda: helper.flush(zone=parsed_args.zone))
+        return ("deleted",), (flushed,)
+
+
+def _where(app: ConntrackApp) -> str:
+    namespace = app.options.namespace
+    return f" in namespace {namespace}" if namespace else ""
+
+
+class ShowStats(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+    """Show the per-CPU conntrack statistics."""
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Return one row per CPU; a column per counter the kernel reports."""
+        return stats_table(self.app.helper().stats())
+
+
+def stats_table(stats: Sequence[CpuStats]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Return columns and rows for per-CPU statistics."""
+    names = list(dict.fromkeys(name for cpu in stats for name in cpu))
+    rows = [(cpu.cpu, *(cpu.get(name) for name in names)) for cpu in stats]
+    return ("cpu", *names), rows
+
+
+class ListZones(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+    """Show the zones of a zone store file and the live flows of each zone."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser with --store."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("--store", required=True, metavar="PATH",
+                            help="JSON file of a FileZoneStore")
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace
+                    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Return key, zone, state and live flows, counted from one dump."""
+        from conntrack_lib.zones import FileZoneStore  # noqa: PLC0415
+
+        snapshot = FileZoneStore(parsed_args.store).load()
+        if snapshot is None:
+            raise exc.ZoneStoreError(parsed_args.store, "no such file")
+        flows = flows_per_zone(self.app.helper().iter_entries())
+        rows: list[tuple[Any, ...]] = [
+            (key, zone, "allocated", flows.get(zone, 0))
+            for key, zone in sorted(snapshot.zones.items(), key=lambda kv: (kv[1], kv[0]))
+        ]
+        rows += [(None, zone, "held", flows.get(zone, 0)) for zone in sorted(snapshot.held)]
+        return ("key", "zone", "state", "flows"), rows
+
+
+def flows_per_zone(entries: Iterable[Entry]) -> dict[int, int]:
+    """Return how many flows each non-zero zone holds.
+
+    A flow counts once for every distinct zone it names (``zone``,
+    ``orig_zone``, ``reply_zone``).
+    """
+    counts: dict[int, int] = {}
+    for entry in entries:
+        for zone in {entry.zone, entry.orig_zone, entry.reply_zone}:
+            if zone:
+                counts[zone] = counts.get(zone, 0) + 1
+    return counts
+
+
+class RunDemo(_ErrorsMixin, cliff_command.Command):  # type: ignore[misc]
+    """Run the demo in a throwaway network namespace (needs root)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser with --ports."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("--ports", type=int, default=36,
+                            help="simulated ports (default 36)")
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        """Run :func:`conntrack_lib.demo.main`; return its exit code."""
+        from conntrack_lib import demo  # noqa: PLC0415
+
+        argv = ["--ports", str(parsed_args.ports), "--executor", self.app.options.executor]
+        return int(demo.main(argv, out=self.app.stdout))
+
+
+COMMANDS: Mapping[str, type[Any]] = {
+    "list": ListFlows,
+    "count": CountFlows,
+    "delete": DeleteFlows,
+    "flush": FlushFlows,
+    "stats": ShowStats,
+    "zones": ListZones,
+    "demo": RunDemo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``conntrack-lib``; return the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # oslo.privsep imports eventlet, which warns on import; an operator
+    # cannot act on that line, so keep stderr for real errors.
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    with contextlib.suppress(BrokenPipeError):
+        return ConntrackApp().run(args)
+    return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())
