@@ -251,6 +251,21 @@ class _Configured:
     def group(self) -> Any:
         return self.conf[opts.GROUP]
 
+    def execute(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Result:
+        """Run ``command`` and return its :class:`Result`, or raise.
+
+        Transient failures are retried under the rule of :func:`run_with_retries`.
+        """
+        limit = self.timeout_for(command, timeout)
+        return run_with_retries(
+            command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
+        )
+
+    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+        raise NotImplementedError
+
     def timeout_for(self, command: Any, timeout: float | None) -> float:
         """Return the timeout: explicit, or the option (long enough for events)."""
         if timeout is not None:
@@ -282,15 +297,6 @@ class ProcessExecutor(_Configured):
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(binary={self.binary!r})"
-
-    def execute(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
-    ) -> Result:
-        """Run ``command`` and return its :class:`Result`, or raise."""
-        limit = self.timeout_for(command, timeout)
-        return run_with_retries(
-            command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
-        )
 
     def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
         argv = netns.build_argv(command, self.binary, namespace)
@@ -385,15 +391,6 @@ class PrivsepExecutor(_Configured):
 
     def __repr__(self) -> str:
         return "PrivsepExecutor()"
-
-    def execute(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
-    ) -> Result:
-        """Run ``command`` in the daemon and return its :class:`Result`, or raise."""
-        limit = self.timeout_for(command, timeout)
-        return run_with_retries(
-            command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
-        )
 
     def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
         started = time.monotonic()

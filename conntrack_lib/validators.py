@@ -116,16 +116,19 @@ def word(field: str, value: object, allowed: Collection[str], *, upper: bool = T
     return canonical
 
 
+def _listed(field: str, value: object, reason: str) -> Sequence[Any]:
+    """Return the items of a comma-separated string or a list/tuple."""
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, list | tuple):
+        return value
+    raise InvalidArgumentError(field, value, reason)
+
+
 def words(field: str, value: object, allowed: Collection[str], *,
           upper: bool = True, nonempty: bool = True) -> tuple[str, ...]:
     """Return keywords from a comma-separated string or a sequence, deduplicated."""
-    items: Sequence[Any]
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, list | tuple):
-        items = value
-    else:
-        raise InvalidArgumentError(field, value, "expected a string or a list of strings")
+    items = _listed(field, value, "expected a string or a list of strings")
     result: list[str] = []
     for item in items:
         canonical = word(field, item, allowed, upper=upper)
@@ -138,13 +141,7 @@ def words(field: str, value: object, allowed: Collection[str], *,
 
 def label_names(field: str, value: object) -> tuple[str, ...]:
     """Return connlabel names from a comma-separated string or a sequence."""
-    items: Sequence[Any]
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, list | tuple):
-        items = value
-    else:
-        raise InvalidArgumentError(field, value, "expected label names")
+    items = _listed(field, value, "expected label names")
     result: list[str] = []
     for item in items:
         if not isinstance(item, str) or not _LABEL_NAME.fullmatch(item):
