@@ -29,15 +29,26 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "bootstrap: creating $venv" >&2
     "$python" -m venv "$venv"
 fi
+# pip's output goes to a log, shown only when a step fails.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+quietly() {
+    if ! "$@" >"$log" 2>&1; then
+        grep -v "^WARNING: Location" "$log" >&2
+        echo "bootstrap: failed: $*" >&2
+        exit 1
+    fi
+}
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing Python dependencies into $venv" >&2
     "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-    "$venv/bin/pip" install -q -r "$root/requirements.txt" -r "$root/test-requirements.txt" \
-        -r "$root/doc-requirements.txt"
+    quietly "$venv/bin/pip" install -q -r "$root/requirements.txt" \
+        -r "$root/test-requirements.txt" -r "$root/doc-requirements.txt"
     echo "$want" > "$stamp"
 fi
 # The package itself, editable, so console scripts and entry points exist.
 if ! "$venv/bin/python" -c 'import importlib.metadata as m; m.distribution("conntrack_lib")' \
         >/dev/null 2>&1; then
-    "$venv/bin/pip" install -q --no-deps -e "$root" >/dev/null
+    echo "bootstrap: installing conntrack_lib (editable) into $venv" >&2
+    quietly "$venv/bin/pip" install -q --no-deps -e "$root"
 fi
