@@ -94,9 +94,12 @@ class ConntrackHelper:
     :param zone_store: where the zone map persists; in memory by default.
     :param reserved: zones never handed out (for example OVS's VLAN tags).
     :param batch_size: lines per ``-R`` process for batched creates and
-        deletes.
+        deletes; defaults to the ``[conntrack_lib] batch_size`` option.
     :param exact_delete_backend: ``"auto"`` (netlink when the executor
-        offers it, else the CLI), ``"netlink"`` or ``"cli"``.
+        offers it, else the CLI), ``"netlink"`` or ``"cli"``; defaults to
+        the ``[conntrack_lib] exact_delete_backend`` option.
+    :param conf: the oslo.config object those defaults come from
+        (``cfg.CONF`` when None).
     :raises InvalidZoneError: for a range outside 1..65535.
     """
 
@@ -109,9 +112,15 @@ class ConntrackHelper:
         zone_store: ZoneStore | None = None,
         *,
         reserved: Iterable[int] = (),
-        batch_size: int = 1000,
-        exact_delete_backend: str = "auto",
+        batch_size: int | None = None,
+        exact_delete_backend: str | None = None,
+        conf: Any = None,
     ) -> None:
+        if batch_size is None or exact_delete_backend is None:
+            group = _options(conf)
+            batch_size = group.batch_size if batch_size is None else batch_size
+            if exact_delete_backend is None:
+                exact_delete_backend = group.exact_delete_backend
         if executor is None:
             from conntrack_lib.executor import PrivsepExecutor  # noqa: PLC0415 - lazy: no daemon at import
 
@@ -473,6 +482,17 @@ class ConntrackHelper:
                 [commands.DeleteCommand(zone=z) for z in plan.zone_wide]
                 + [commands.DeleteCommand(**dict(r)) for r in plan.requests])
         return deleted
+
+
+def _options(conf: Any) -> Any:
+    """Return the ``[conntrack_lib]`` option group, registering it if needed."""
+    from oslo_config import cfg  # noqa: PLC0415 - only when a default is needed
+
+    from conntrack_lib import opts  # noqa: PLC0415
+
+    conf = cfg.CONF if conf is None else conf
+    opts.register_opts(conf)
+    return conf[opts.GROUP]
 
 
 def rule_requests(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule

@@ -385,3 +385,20 @@ def test_delete_entries_does_not_retry_other_failures() -> None:
     with pytest.raises(exc.CommandError):
         ConntrackHelper(executor=recorder).delete_entries(zone=5)
     assert len(recorder.calls) == 1
+
+
+def test_batch_size_and_backend_default_to_the_options() -> None:
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    conf([], project="conntrack_lib_test")
+    helper = ConntrackHelper(executor=Recorder(), conf=conf)
+    assert (helper.batch_size, helper.exact_delete_backend) == (1000, "auto")
+    conf.set_override("batch_size", 7, group="conntrack_lib")
+    conf.set_override("exact_delete_backend", "cli", group="conntrack_lib")
+    helper = ConntrackHelper(executor=NetlinkRecorder(), conf=conf)
+    assert (helper.batch_size, helper.exact_delete_backend) == (7, "cli")
+    assert helper.plan_deletes([{"zone": 1}, {"zone": 2, "src": "10.0.0.1"}]).strategy == "cli"
+    explicit = ConntrackHelper(executor=Recorder(), conf=conf, batch_size=3,
+                               exact_delete_backend="netlink")
+    assert (explicit.batch_size, explicit.exact_delete_backend) == (3, "netlink")
