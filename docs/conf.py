@@ -22,5 +22,4 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 nitpicky = False
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-html_static_path = ["_static"]
 suppress_warnings = ["ref.python"]
