@@ -2,7 +2,7 @@
 
 Run as root from the repository root::
 
-    /tmp/venv/bin/python -m bench.exact_delete [--flows 10000] [--table 20000]
+    .venv/bin/python -m bench.exact_delete [--flows 10000] [--table 20000]
 
 Everything happens in a namespace of its own (``ip netns add``, deleted in
 ``finally``); the host's conntrack table is never touched.  The table holds

@@ -3,7 +3,7 @@
 
 Run as root from the repository root::
 
-    /tmp/venv/bin/python bench/parse.py [--entries 100000] [--repeat 3]
+    .venv/bin/python -m bench.parse [--entries 100000] [--repeat 3]
 
 It creates its own network namespace (removed in ``finally``), fills it with
 ``conntrack -R -`` and compares, in the same run, the wall time of the

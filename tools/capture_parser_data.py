@@ -3,7 +3,7 @@
 
 Run as root from the repository root::
 
-    /tmp/venv/bin/python tools/capture_parser_data.py [OUTDIR]
+    .venv/bin/python tools/capture_parser_data.py [OUTDIR]
 
 Everything happens inside a throwaway network namespace that is removed
 afterwards; the host's own conntrack table is never touched.  Every file is
