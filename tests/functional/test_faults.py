@@ -341,17 +341,35 @@ def test_events_past_their_timeout_in_the_daemon(fns: str, daemon: None,
 # --------------------------------------------------------------------------
 
 
-def test_table_limit_cannot_be_lowered_inside_a_namespace(fns: str) -> None:
-    # On this kernel nf_conntrack_max is read-only outside the initial
-    # namespace, and lowering the host's value would touch the host: a
-    # real "table full" cannot be staged safely here.  If this starts
-    # failing, the kernel allows it and a table-full test becomes possible.
-    key = "net.netfilter.nf_conntrack_max"
-    before = read_sysctl(fns, key)
-    attempt = subprocess.run([netns.IP, "netns", "exec", fns, "sysctl", "-w", f"{key}=100"],
-                             capture_output=True, text=True, check=False)
-    assert "Invalid argument" in attempt.stderr or "denied" in attempt.stderr
-    assert read_sysctl(fns, key) == before != 100
+def test_full_table_refuses_a_batch_create_with_a_typed_error(fns: str,
+                                                              watch: Watch) -> None:
+    # nf_conntrack_max is read-only inside a namespace, but the count it is
+    # compared with is the namespace's own: filling this namespace up to the
+    # limit makes its table full without touching the host's.  ASSURED
+    # entries cannot be early-dropped, so the kernel has to refuse.
+    limit = read_sysctl(fns, "net.netfilter.nf_conntrack_max")
+    chunk = 50_000
+    for start in range(0, limit, chunk):
+        lines = [f"-I -p udp -s 10.{k >> 16 & 255}.{k >> 8 & 255}.{k & 255} -d 10.250.0.1 "
+                 f"--sport 1 --dport 53 -t 600 -u ASSURED"
+                 for k in range(start, min(start + chunk, limit))]
+        netns.run(fns, ["-R", "-"], stdin="\n".join(lines) + "\n", check=True)
+    assert count(fns) == limit
+    helper = ConntrackHelper(namespace=fns, executor=executor.ProcessExecutor(),
+                             zone_range=(10, 20))
+    zone = helper.allocate_zone("port-a")
+    flows = [flow(n, zone) for n in range(500)]
+    with pytest.raises(exc.CommandError) as caught:
+        helper.create_entries(flows)
+    assert "Operation failed: not enough memory" in caught.value.stderr
+    assert caught.value.exit_code == 1
+    assert count(fns) == limit
+    # Recovery: once flows go, the same batch goes in; the zone was kept.
+    assert helper.delete_entries(family="ipv4", src="10.0.0.0/16") == 65_536
+    assert helper.create_entries(flows) == 500
+    assert helper.get_zone("port-a") == zone
+    assert helper.count(zone=zone) == 500
+    watch.assert_clean()
 
 
 def read_sysctl(ns: str, key: str) -> int:
