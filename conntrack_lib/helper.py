@@ -305,18 +305,7 @@ class ConntrackHelper:
 
         :returns: the number of flows deleted.
         """
-        command = commands.DeleteCommand(**filters)
-        deleted = 0
-        for attempt in range(1, VANISHED_RETRIES + 1):
-            try:
-                return deleted + self._run_count(command)
-            except exc.CommandError as err:
-                if VANISHED_MESSAGE not in err.stderr or attempt == VANISHED_RETRIES:
-                    raise
-                # What this run deleted before it aborted was printed.
-                deleted += sum(1 for line in err.stdout.splitlines() if line.strip())
-                LOG.info("a flow vanished during %s; deleting again", command)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._run_deletes(commands.DeleteCommand(**filters))
 
     def delete(self, entries: Iterable[Entry]) -> int:
         """Delete these exact flows (tuple and zone) in as few steps as possible.
@@ -427,16 +416,32 @@ class ConntrackHelper:
         return int(result.count or 0)
 
     def _delete_batched(self, lines: Sequence[Any]) -> int:
+        return sum(self._run_deletes(chunk[0] if len(chunk) == 1 else commands.BatchCommand(chunk))
+                   for chunk in _chunks(list(lines), self.batch_size))
+
+    def _run_deletes(self, command: Any) -> int:
+        """Run a ``-D`` (or a ``-R`` batch of them); return how many flows went.
+
+        conntrack 1.4.7 aborts when a matching flow vanishes between its
+        table dump and its delete (it timed out, another process deleted
+        it).  Deleting is idempotent, so the command then runs again; the
+        flows the aborted run deleted were printed and are counted.
+        """
         deleted = 0
-        for chunk in _chunks(list(lines), self.batch_size):
-            if len(chunk) == 1:
-                deleted += self._run_count(chunk[0])
+        for attempt in range(1, VANISHED_RETRIES + 1):
+            try:
+                result = self.executor.execute(command, namespace=self.namespace)
+            except exc.CommandError as err:
+                if VANISHED_MESSAGE not in err.stderr or attempt == VANISHED_RETRIES:
+                    raise
+                deleted += _printed_lines(err.stdout)
+                LOG.info("a flow vanished during %s; deleting again", command)
                 continue
-            result = self.executor.execute(commands.BatchCommand(chunk),
-                                           namespace=self.namespace)
-            # -R prints no summary; every deleted flow is one stdout line.
-            deleted += sum(1 for line in result.stdout.splitlines() if line.strip())
-        return deleted
+            if command.kind == "batch":
+                # -R prints no summary; every deleted flow is one stdout line.
+                return deleted + _printed_lines(result.stdout)
+            return deleted + int(result.count or 0)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _netlink_usable(self) -> bool:
         if self.exact_delete_backend == "cli":
@@ -655,6 +660,10 @@ def _exact_match(entry: Entry) -> dict[str, Any]:
         if value is not None:
             match[name] = value
     return match
+
+
+def _printed_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

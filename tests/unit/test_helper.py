@@ -402,3 +402,28 @@ def test_batch_size_and_backend_default_to_the_options() -> None:
     explicit = ConntrackHelper(executor=Recorder(), conf=conf, batch_size=3,
                                exact_delete_backend="netlink")
     assert (explicit.batch_size, explicit.exact_delete_backend) == (3, "netlink")
+
+
+class VanishingBatchRecorder(Recorder):
+    """Fails the first -R batch as conntrack does when a flow vanished mid-way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def execute(self, command: Any, **kw: Any) -> Result:
+        if command.kind == "batch" and not self.failed:
+            self.failed = True
+            self.calls.append(command)
+            raise exc.CommandError(command.argv(), 1, "gone 1\n",
+                                   "Operation failed: such conntrack doesn't exist\n")
+        return super().execute(command, **kw)
+
+
+def test_planned_batch_runs_again_when_a_flow_vanished_mid_batch() -> None:
+    recorder = VanishingBatchRecorder()
+    helper = ConntrackHelper(executor=recorder, exact_delete_backend="cli")
+    report = helper.delete_many([{"zone": 5}, {"zone": 6}])
+    assert [c.kind for c in recorder.calls] == ["batch", "batch"]
+    # One flow printed by the aborted run, two lines by the full rerun.
+    assert report.deleted == 1 + 2
