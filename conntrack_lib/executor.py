@@ -27,7 +27,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from oslo_config import cfg
@@ -330,7 +330,10 @@ class ProcessExecutor(_Configured):
 
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
-        return _delete_flows_directly(list(entries), namespace)
+        from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+
+        return _delete_in_chunks(
+            entries, lambda flows: priv_netlink._delete_flows_impl(namespace, flows))
 
     def _stream(self, command: Any, argv: tuple[str, ...], limit: float) -> Iterator[str]:
         started = time.monotonic()
@@ -360,14 +363,17 @@ def _netlink_refused(err: OSError) -> exc.ConntrackUnavailableError:
                                          f"ctnetlink socket refused: {err}")
 
 
-def _delete_flows_directly(entries: Sequence[Any], namespace: str | None) -> list[int]:
-    from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+def _delete_in_chunks(entries: Iterable[Any],
+                      send: Callable[[list[dict[str, Any]]], Sequence[int]]) -> list[int]:
+    """Send exact flows in chunks of EXACT_DELETE_CHUNK; return one errno per flow.
 
+    :raises ConntrackUnavailableError: when the kernel refuses the socket.
+    """
+    items = list(entries)
     outcomes: list[int] = []
-    for start in range(0, len(entries), EXACT_DELETE_CHUNK):
-        flows = _flow_primitives(entries[start:start + EXACT_DELETE_CHUNK])
+    for start in range(0, len(items), EXACT_DELETE_CHUNK):
         try:
-            outcomes.extend(priv_netlink._delete_flows_impl(namespace, flows))
+            outcomes.extend(send(_flow_primitives(items[start:start + EXACT_DELETE_CHUNK])))
         except OSError as err:
             raise _netlink_refused(err) from err
     return outcomes
@@ -425,17 +431,9 @@ class PrivsepExecutor(_Configured):
 
         if namespace is not None:
             netns.validate_name(namespace)
-        items = list(entries)
-        outcomes: list[int] = []
-        for start in range(0, len(items), EXACT_DELETE_CHUNK):
-            flows = _flow_primitives(items[start:start + EXACT_DELETE_CHUNK])
-            try:
-                # Deleting a flow twice only answers ENOENT: safe to resend.
-                outcomes.extend(self._call(priv_netlink.delete_flows, namespace, flows,
-                                           idempotent=True))
-            except OSError as err:
-                raise _netlink_refused(err) from err
-        return outcomes
+        # Deleting a flow twice only answers ENOENT: safe to resend.
+        return _delete_in_chunks(entries, lambda flows: self._call(
+            priv_netlink.delete_flows, namespace, flows, idempotent=True))
 
     def _lines(self, head: str, handle: str | None, chunks: int) -> Iterator[str]:
         pending = ""

@@ -80,12 +80,7 @@ def cli_delete_bytes(ns: str, tuple_options: str) -> bytes:
 
 def kernel_exchange(ns: str, body: bytes) -> tuple[bytes, bytes, bytes]:
     """Send one delete twice inside ``ns``; return the request and both acks."""
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        sock = priv_netlink._run_in_namespace(fd, ns, priv_netlink._new_socket)
-    finally:
-        os.close(fd)
-    with sock:
+    with priv_netlink._open_socket(ns) as sock:
         sock.setblocking(True)
         request = netlink.encode_message(body, 1)
         sock.send(request)

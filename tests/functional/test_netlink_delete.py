@@ -194,11 +194,7 @@ def load_sample(path: pathlib.Path) -> dict[str, Any]:
 def test_stored_bytes_still_delete_on_this_kernel(ns: str, path: pathlib.Path) -> None:
     sample = load_sample(path)
     fill(ns, [sample["flow"]])
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        sock = priv._run_in_namespace(fd, ns, priv._new_socket)
-    finally:
-        os.close(fd)
+    sock = priv._open_socket(ns)
     with sock:
         sock.setblocking(True)
         sock.send(sample["request"])
@@ -263,11 +259,7 @@ def test_through_a_forked_privsep_daemon(ns: str) -> None:
 
 
 def test_socket_is_bound_to_the_namespace(ns: str) -> None:
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        sock = priv._run_in_namespace(fd, ns, priv._new_socket)
-    finally:
-        os.close(fd)
+    sock = priv._open_socket(ns)
     with sock:
         flow = make_flow("ipv4", 17, 1, 2)
         fill(ns, [flow])
