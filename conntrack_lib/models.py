@@ -7,7 +7,7 @@ Like :mod:`ipaddress`, every type is immutable, hashable, compares by value,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import netaddr
 
@@ -88,7 +88,7 @@ class Entry:
     for it).  ``status`` holds the bracketed flags conntrack prints
     (``ASSURED``, ``UNREPLIED``, ``OFFLOAD``, ``HW_OFFLOAD``, ...).
     ``extra`` keeps every ``key=value`` the parser did not know, as sorted
-    pairs so the entry stays hashable.
+    pairs so the entry stays hashable (``dict(entry.extra)`` for a mapping).
     """
 
     family: str
@@ -131,18 +131,9 @@ class Entry:
         return " ".join(words)
 
     @property
-    def extras(self) -> Mapping[str, str]:
-        """Return the unknown ``key=value`` pairs as a mapping."""
-        return dict(self.extra)
-
-    @property
     def is_nat(self) -> bool:
         """Tell whether the reply tuple differs from the inverted original."""
         return self.reply != self.original.inverted()
-
-    def identity(self) -> tuple[str, int, FlowTuple, int]:
-        """Return what names this flow in the kernel: family, proto, tuple, zone."""
-        return (self.family, self.protonum, self.original, self.zone)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

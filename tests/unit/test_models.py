@@ -74,13 +74,10 @@ def test_repr_round_trips_through_eval() -> None:
     assert eval(repr(entry), namespace) == entry  # noqa: S307 - our own repr
 
 
-def test_identity_names_the_flow() -> None:
-    assert _entry().identity() == ("ipv4", 6, FlowTuple(A, B, 1000, 80), 5)
-    assert _entry(mark=9).identity() == _entry().identity()
-
-
-def test_extras_mapping() -> None:
-    assert _entry(extra=(("k", "v"),)).extras == {"k": "v"}
+def test_extra_is_the_only_name_for_unknown_pairs() -> None:
+    entry = _entry(extra=(("k", "v"),))
+    assert dict(entry.extra) == {"k": "v"}
+    assert not hasattr(entry, "extras")
 
 
 def test_event_str() -> None:

@@ -8,6 +8,7 @@ those files.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gc
 import logging
@@ -20,6 +21,9 @@ import pytest
 
 from conntrack_lib import exceptions, parser
 from conntrack_lib.models import Counters, CpuStats, Entry, Event, FlowTuple
+from conntrack_lib.parser import base, builders
+from conntrack_lib.parser import fast as fast_path
+from conntrack_lib.parser import lines as line_parser
 
 DATA = Path(__file__).parent / "data"
 TEXT_FILES = sorted(p.name for p in DATA.glob("*.out")
@@ -78,13 +82,13 @@ def test_parse_entries_equals_iter_entries(name: str) -> None:
 def test_fast_path_equals_line_parser(name: str) -> None:
     # Two code paths read text lines; each saved line must give the same entry.
     for line in _read(name).splitlines():
-        slow = parser._parse_text(line, parser._Addresses())
+        slow = line_parser.parse_text(line, base.Addresses())
         assert parser.parse_entries(line) == [slow]
 
 
 def test_fast_path_is_taken_for_common_lines() -> None:
     lines = _read("list_default.out").splitlines()
-    fast = [line for line in lines if parser._fast_match(line)]
+    fast = [line for line in lines if fast_path.fast_match(line)]
     # All but ICMP/ICMPv6 (3 lines), GRE (2) and a directional zone (1).
     assert len(fast) == 14
     assert not any("zone-orig=" in line or "type=" in line for line in fast)
@@ -200,7 +204,7 @@ def test_ktimestamp_goes_to_extra() -> None:
     entries = parser.parse_entries(_read("list_ktimestamp.out"), strict=True)
     for entry in entries:
         assert [k for k, _ in entry.extra] == ["start"]
-        assert entry.extras["start"].endswith(" 2026")
+        assert dict(entry.extra)["start"].endswith(" 2026")
         assert entry.use == 1  # the field after the timestamp is still read
 
 
@@ -261,7 +265,7 @@ def test_extended_with_labels_and_stop() -> None:
         "use=1", "delta-time=4 [start=Thu Nov 26 12:28:22 2026] "
         "[stop=Thu Nov 26 12:28:26 2026] use=1 id=99"))
     (entry,) = parser.parse_entries(line, strict=True)
-    assert entry.extras == {"start": "Thu Nov 26 12:28:22 2026",
+    assert dict(entry.extra) == {"start": "Thu Nov 26 12:28:22 2026",
                             "stop": "Thu Nov 26 12:28:26 2026"}
     assert (entry.delta_time, entry.id, entry.family) == (4, 99, "ipv4")
 
@@ -346,13 +350,13 @@ def test_unreadable_lines(line: str) -> None:
 
 
 def test_address_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parser, "ADDRESS_CACHE_SIZE", 3)
+    monkeypatch.setattr(base, "ADDRESS_CACHE_SIZE", 3)
     text = _read("list_default.out")
     monkeypatch.undo()
     small = parser.parse_entries(text)
     assert small == parser.parse_entries(text)
-    cache = parser._Addresses()
-    monkeypatch.setattr(parser, "ADDRESS_CACHE_SIZE", 3)
+    cache = base.Addresses()
+    monkeypatch.setattr(base, "ADDRESS_CACHE_SIZE", 3)
     for n in range(10):
         assert cache[f"10.0.0.{n}"] == IP(f"10.0.0.{n}")
     assert len(cache) <= 3
@@ -376,27 +380,40 @@ def test_parsed_entries_pickle_and_hash_like_constructed_ones() -> None:
     assert all(type(e) is Entry and type(e.original) is FlowTuple for e in entries)
 
 
-def test_gc_state_is_restored() -> None:
-    assert gc.isenabled()
-    parser.parse_entries(_read("list_default.out"))
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        parser.parse_entries(_read("list_default.out"))
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+def test_parser_leaves_the_garbage_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Holding the collector would stall every thread of the agent.
+    def refuse() -> None:
+        raise AssertionError("the parser toggled the garbage collector")
+
+    monkeypatch.setattr(gc, "disable", refuse)
+    monkeypatch.setattr(gc, "enable", refuse)
+    monkeypatch.setattr(gc, "freeze", refuse)
+    text = _read("list_default.out")
+    assert parser.parse_entries(text) == list(parser.iter_entries(text.splitlines()))
+    assert parser.parse_entries(iter(text.splitlines())) == parser.parse_entries(text)
+
+
+def test_parser_reaches_into_no_private_attribute() -> None:
+    # Only our own objects' private attributes (self._x); dunders such as
+    # __class__ are the language's.
+    package = Path(parser.__file__).parent
+    for source in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                assert isinstance(node.value, ast.Name) and node.value.id == "self", (
+                    f"{source.name}:{node.lineno} reads .{node.attr}")
 
 
 def test_fast_builders_match_the_models() -> None:
-    assert parser._builders_are_exact()
-    assert parser._field_names(Entry) == parser._ENTRY_FIELDS
-    assert parser._field_names(FlowTuple) == parser._FLOW_FIELDS
-    flow = parser._build_flow(IP("10.0.0.1"), IP("::1"), 1, 2, 3, 4, 5, 6, 7)
+    assert builders.builders_are_exact()
+    assert builders.field_names(Entry) == builders.ENTRY_FIELDS
+    assert builders.field_names(FlowTuple) == builders.FLOW_FIELDS
+    flow = builders.build_flow(IP("10.0.0.1"), IP("::1"), 1, 2, 3, 4, 5, 6, 7)
     assert flow == FlowTuple(IP("10.0.0.1"), IP("::1"), 1, 2, 3, 4, 5, 6, 7)
     values = ("ipv4", "tcp", 6, flow, flow, "CLOSE", 1, frozenset({"A"}), 2, 3, 4, 5, 6, 7,
               frozenset({"l"}), Counters(1, 2, 3, 4), "ctx", 8, "ftp", 9, (("k", "v"),))
-    built = parser._build_entry(*values)  # type: ignore[arg-type]
+    built = builders.build_entry(*values)  # type: ignore[arg-type]
     assert built == Entry(*values)  # type: ignore[arg-type]
     assert hash(built) == hash(Entry(*values))  # type: ignore[arg-type]
     assert dataclasses.astuple(built) == dataclasses.astuple(Entry(*values))  # type: ignore[arg-type]
@@ -407,7 +424,7 @@ def test_fast_builders_match_the_models() -> None:
 @pytest.mark.parametrize("text", ["10.1.2.3", "0.0.0.0", "255.255.255.255", "::",  # noqa: S104
                                   "2001:db8::1", "::ffff:1.2.3.4", "fe80::1"])
 def test_addresses_equal_netaddr(text: str) -> None:
-    made = parser._make_address(text)
+    made = base.Addresses()[text]
     assert made == IP(text)
     assert (str(made), made.version, hash(made)) == (str(IP(text)), IP(text).version,
                                                       hash(IP(text)))
@@ -427,7 +444,7 @@ def test_event_golden_values() -> None:
     assert new.entry.counters is None
     destroy = events[4]
     assert destroy.entry.counters == Counters(0, 0, 0, 0)
-    assert destroy.entry.extras == {"start": "Thu Nov 26 13:08:40 2026",
+    assert dict(destroy.entry.extra) == {"start": "Thu Nov 26 13:08:40 2026",
                                     "stop": "Thu Nov 26 13:08:40 2026"}
     udp = events[1]
     assert (udp.entry.family, udp.entry.zone) == ("ipv6", 4)
@@ -536,7 +553,7 @@ def test_xml_timestamp_and_zones(xml_entries: list[Entry]) -> None:
     icmp = _one(xml_entries, proto="icmp", orig_zone=5)
     assert icmp.original.icmp_type is None
     assert [k for k, _ in icmp.extra] == ["start"]
-    assert icmp.extras["start"].isdigit()
+    assert dict(icmp.extra)["start"].isdigit()
     assert _one(xml_entries, proto="icmpv6").reply_zone == 6
 
 
@@ -664,11 +681,11 @@ def test_parse_entries_accepts_lines() -> None:
     "udp      017 10 src=10.0.0.1 dst=10.0.0.2 src=10.0.0.2 dst=10.0.0.1 [ASSURED] use=1",
 ])
 def test_fast_path_rejections_fall_back(line: str) -> None:
-    match = parser._fast_match(line)
+    match = fast_path.fast_match(line)
     assert match is not None
-    with pytest.raises(parser._LineError):
-        parser._fast_entry(match.groups(), parser._Addresses(), parser._Numbers())
+    with pytest.raises(base.LineError):
+        fast_path.fast_entry(match.groups(), base.Addresses(), base.Numbers())
     (entry,) = parser.parse_entries(line, strict=True)
     assert entry.protonum in (6, 17)
     assert list(parser.iter_entries([line], strict=True)) == [entry]
-    assert parser._parse_text(line, parser._Addresses()) == entry
+    assert line_parser.parse_text(line, base.Addresses()) == entry

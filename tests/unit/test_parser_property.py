@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from conntrack_lib import constants, exceptions, parser
 from conntrack_lib.models import Counters, Entry, Event, FlowTuple
+from conntrack_lib.parser import base
+from conntrack_lib.parser import lines as line_parser
 
 PORT_PROTOS = {"tcp": 6, "udp": 17, "udplite": 136, "sctp": 132, "dccp": 33}
 KNOWN_NUMBERS = set(constants.PROTOCOL_NUMBERS.values())
@@ -139,7 +141,7 @@ def rendered_entries(draw: st.DrawFn) -> tuple[str, Entry]:
 def test_property_rendered_entry_round_trips(case: tuple[str, Entry]) -> None:
     line, expected = case
     assert parser.parse_entries(line, strict=True) == [expected]
-    assert parser._parse_text(line, parser._Addresses()) == expected
+    assert line_parser.parse_text(line, base.Addresses()) == expected
     assert list(parser.iter_entries([line + "\n"], strict=True)) == [expected]
 
 
@@ -245,6 +247,6 @@ def test_property_garbage_stats_count_summary(text: str) -> None:
 def test_property_fast_addresses_equal_netaddr(value: int) -> None:
     version = 4 if value < 2**32 else 6
     text = str(netaddr.IPAddress(value, version))
-    made = parser._make_address(text)
+    made = base.Addresses()[text]
     assert made == netaddr.IPAddress(text)
     assert (made.version, str(made), hash(made)) == (version, text, hash(netaddr.IPAddress(text)))

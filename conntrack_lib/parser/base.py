@@ -1,0 +1,178 @@
+"""Pieces every output parser shares: statistics, value converters, the line driver.
+
+Nothing here knows an output format.  :func:`drive` feeds lines to a
+format's one-line parser and applies the strict/lenient policy; the
+converters turn the fields every format has (decimal numbers, GRE keys,
+addresses, status flags) into values, raising :class:`LineError` for text
+that is not one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+import netaddr
+
+from conntrack_lib.exceptions import ParseError
+from conntrack_lib.parser import summary
+
+LOG = logging.getLogger("conntrack_lib.parser")
+_T = TypeVar("_T")
+
+#: Drop a per-call cache (addresses, small numbers) when it grows past this
+#: many keys, so memory stays bounded on huge tables with few repeats.
+ADDRESS_CACHE_SIZE = 65536
+EMPTY: frozenset[str] = frozenset()
+
+_IPV4_MAX_TEXT = len("255.255.255.255")
+_STATUS_CACHE: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+class LineError(Exception):
+    """Raised inside the parser for a line it cannot read (reason in args[0])."""
+
+
+@dataclasses.dataclass(slots=True)
+class ParseStats:
+    """Count what a parse call saw; pass one in to read the figures afterwards.
+
+    ``lines`` counts every line looked at, ``entries`` the ones that became
+    values, ``skipped`` the unreadable ones (lenient mode) and ``summaries``
+    the ``N flow entries have been ...`` lines.
+    """
+
+    lines: int = 0
+    entries: int = 0
+    skipped: int = 0
+    summaries: int = 0
+
+
+class Addresses(dict[str, netaddr.IPAddress]):
+    """Map address text to a shared address object, converting on first use.
+
+    A dump repeats addresses (the reply tuple mirrors the original, many
+    flows share a server), so each distinct text is converted once per call.
+    The conversion goes through the C ``inet_pton``/``inet_aton`` and
+    netaddr's public integer constructor, about three times faster than
+    netaddr parsing the text itself.  The objects are shared between the
+    entries of one call: treat them as immutable.
+    """
+
+    def __missing__(self, text: str) -> netaddr.IPAddress:
+        try:
+            if ":" in text:
+                address = netaddr.IPAddress(
+                    int.from_bytes(socket.inet_pton(socket.AF_INET6, text)), 6)
+            elif len(text) <= _IPV4_MAX_TEXT and text.count(".") == 3:
+                # The count rules out what inet_aton also takes ("1.2.3",
+                # "0x01020304"); conntrack never prints those.
+                address = netaddr.IPAddress(int.from_bytes(socket.inet_aton(text)), 4)
+            else:
+                raise LineError(f"not an IP address: {text!r}")
+        except OSError as exc:
+            raise LineError(f"not an IP address: {text!r}") from exc
+        if len(self) >= ADDRESS_CACHE_SIZE:
+            self.clear()
+        self[text] = address
+        return address
+
+
+class Numbers(dict[str | None, int | None]):
+    """Map decimal text (or None) to its int; fields like use=1 repeat a lot.
+
+    Only for text a pattern already matched as digits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({None: None})
+
+    def __missing__(self, text: str | None) -> int | None:
+        value = int(text)  # type: ignore[arg-type]  # None is always present
+        if len(self) >= ADDRESS_CACHE_SIZE:
+            self.clear()
+            self[None] = None
+        self[text] = value
+        return value
+
+
+def status(flags: tuple[str, ...]) -> frozenset[str]:
+    """Return one shared frozenset per combination of flags."""
+    found = _STATUS_CACHE.get(flags)
+    if found is None:
+        found = frozenset(flags)
+        if len(_STATUS_CACHE) < 1024:
+            _STATUS_CACHE[flags] = found
+    return found
+
+
+def to_int(text: str) -> int:
+    """Convert a decimal field; reject signs and spaces that int() allows."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        raise LineError(f"not a number: {text[:40]!r}")
+    return int(text)
+
+
+def to_hex(text: str) -> int:
+    """Convert a GRE key as conntrack prints it (``0x1f``)."""
+    digits = text[2:]
+    if text[:2] != "0x" or not digits or digits.strip("0123456789abcdef"):
+        raise LineError(f"not a hexadecimal key: {text!r}")
+    return int(digits, 16)
+
+
+#: What reading a bad line can raise: our own error, failed int()/address
+#: conversions, a line that ends early, too large numbers, broken XML.
+UNREADABLE = (LineError, ValueError, IndexError, KeyError, OverflowError, ET.ParseError)
+
+
+def drive(lines: Iterable[str], parse_one: Callable[[str], _T | None], strict: bool,  # noqa: PLR0917
+          stats: ParseStats | None, what: str | None, line_base: int = 0) -> Iterator[_T]:
+    """Feed non-empty lines to ``parse_one`` with the strict/lenient policy.
+
+    Counts in local variables and publishes them to ``stats`` when the
+    iteration ends (also when the caller stops early): attribute updates per
+    line would cost more than the parse of a short line.
+    """
+    lineno = line_base
+    entries = skipped = summaries = 0
+    try:
+        for raw in lines:
+            lineno += 1
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                value = parse_one(line)
+            except UNREADABLE as exc:
+                if summary.is_summary_line(line):
+                    summaries += 1
+                    continue
+                if strict:
+                    raise ParseError(raw.rstrip("\n"), lineno, _reason(exc)) from None
+                skipped += 1
+                continue
+            if value is not None:
+                entries += 1
+                yield value
+    finally:
+        if stats is not None:
+            stats.lines += lineno - line_base
+            stats.entries += entries
+            stats.skipped += skipped
+            stats.summaries += summaries
+        if skipped and what:
+            LOG.warning("Skipped %d unreadable line(s) of conntrack %s output", skipped, what)
+
+
+def _reason(exc: Exception) -> str:
+    """Return a short human reason for a parse failure."""
+    if isinstance(exc, LineError):
+        return str(exc.args[0])
+    if isinstance(exc, IndexError):
+        return "line ends too early"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,127 @@
+"""Parse entry listings (``-L``/``-G``/``-D``/``-U`` text output) into Entry values.
+
+Two ways in: :func:`iter_entries` streams line by line (memory does not
+grow with the table); :func:`parse_entries` collects a whole table and is
+faster, because it lets the fast pattern scan many lines of text at once
+instead of being called once per line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+
+from conntrack_lib.models import Entry
+from conntrack_lib.parser.base import LOG, Addresses, LineError, Numbers, ParseStats, drive
+from conntrack_lib.parser.fast import FAST_LINE_RE, fast_entry, fast_match
+from conntrack_lib.parser.lines import parse_text
+
+#: Lines joined into one text for the scan when parse_entries gets lines:
+#: enough to amortise the call overhead, small enough to stay in cache.
+SCAN_BLOCK_LINES = 2048
+
+
+def iter_entries(lines: Iterable[str], *, strict: bool = False,
+                 stats: ParseStats | None = None) -> Iterator[Entry]:
+    """Yield one Entry per entry line of ``conntrack -L/-G/-D/-U`` text output.
+
+    Streams: lines are read one at a time, so a pipe or a file object works
+    and memory does not grow with the table.  Summary lines are counted,
+    blank lines ignored.  To collect a whole table into a list,
+    :func:`parse_entries` (which also takes lines) is faster.
+
+    :param lines: text lines (default format, ``-o extended``, ``id``,
+        ``ktimestamp``, ``labels`` in any combination).
+    :param strict: raise on an unreadable line instead of skipping it.
+    :param stats: optional counters, added to when the iteration ends (or
+        is closed early).
+    :returns: an iterator of :class:`~conntrack_lib.models.Entry`.
+    :raises ParseError: in strict mode, for the first unreadable line.
+    """
+    addresses = Addresses()
+    nums = Numbers()
+
+    def parse_one(line: str) -> Entry:
+        match = fast_match(line)
+        if match is not None:
+            try:
+                return fast_entry(match.groups(), addresses, nums)
+            except (LineError, ValueError):
+                pass  # the line parser decides, as in parse_entries
+        if line[0] == "[" or line[0] == "<":
+            raise LineError("not an entry line")
+        return parse_text(line, addresses)
+
+    return drive(lines, parse_one, strict, stats, "entry")
+
+
+def parse_entries(text: str | Iterable[str], *, strict: bool = False,
+                  stats: ParseStats | None = None) -> list[Entry]:
+    """Return the entries of a whole ``conntrack -L``-style output.
+
+    Same result as ``list(iter_entries(...))``, faster: the common line
+    shape is matched over many lines of text in one scan (other lines go
+    through the line-by-line parser).  Given lines, it joins them
+    :data:`SCAN_BLOCK_LINES` at a time for that scan.
+
+    :param text: the whole output, or its lines (a pipe being read works).
+    :param strict: raise on an unreadable line instead of skipping it.
+    :param stats: optional counters, added to when the parse ends.
+    :returns: the entries, in output order.
+    :raises ParseError: in strict mode, for the first unreadable line.
+    """
+    scanner = _Scanner(strict)
+    if isinstance(text, str):
+        scanner.scan(text)
+    else:
+        lines = iter(text)
+        while block := list(itertools.islice(lines, SCAN_BLOCK_LINES)):
+            scanner.scan("\n".join([line.rstrip("\n") for line in block]))
+    return scanner.finish(stats)
+
+
+class _Scanner:
+    """Scan texts for the fast line shape; hand the gaps to the line parser."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.addresses = Addresses()
+        self.nums = Numbers()
+        self.slow = ParseStats()  # what the line parser saw, across every gap
+        self.entries: list[Entry] = []
+
+    def scan(self, text: str) -> None:
+        """Parse every line of ``text`` (numbered after those scanned before)."""
+        addresses, nums, entries = self.addresses, self.nums, self.entries
+        append = entries.append
+        pos = 0
+        for match in FAST_LINE_RE.finditer(text):
+            start = match.start()
+            if start != pos:
+                entries.extend(self._slow_lines(text[pos:start]))
+            try:
+                append(fast_entry(match.groups(), addresses, nums))
+            except (LineError, ValueError):
+                entries.extend(self._slow_lines(match.group()))
+            pos = match.end() + 1  # past the newline
+        if pos < len(text):
+            entries.extend(self._slow_lines(text[pos:]))
+
+    def _slow_lines(self, text: str) -> Iterator[Entry]:
+        """Parse the lines the fast scan left, numbering them after those before."""
+        slow = self.slow
+        line_base = slow.lines + len(self.entries) - slow.entries
+        return drive(text.splitlines(), lambda line: parse_text(line, self.addresses),
+                     self.strict, slow, None, line_base)
+
+    def finish(self, stats: ParseStats | None) -> list[Entry]:
+        """Publish the counts, warn once about skipped lines, return the entries."""
+        slow, entries = self.slow, self.entries
+        if stats is not None:
+            stats.lines += slow.lines + len(entries) - slow.entries
+            stats.entries += len(entries)
+            stats.skipped += slow.skipped
+            stats.summaries += slow.summaries
+        if slow.skipped:
+            LOG.warning("Skipped %d unreadable line(s) of conntrack entry output", slow.skipped)
+        return entries
