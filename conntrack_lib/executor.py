@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ from oslo_log import log as logging
 
 from conntrack_lib import constants, netns, opts
 from conntrack_lib import exceptions as exc
+from conntrack_lib.parser.summary import summary_count
 
 LOG = logging.getLogger(__name__)
 
@@ -62,26 +62,7 @@ EXIT_SEGFAULT = 139
 #: Extra seconds the client waits for the daemon beyond the command timeout.
 PRIVSEP_MARGIN = 30.0
 
-_SUMMARY_RE = re.compile(r"(\d+) flow (entries|events) have been (\w+)\.")
 _LIST_KINDS = frozenset({"list"})
-
-
-class Command(Protocol):
-    """What an executor needs from a command object (see ``commands.py``)."""
-
-    @property
-    def kind(self) -> str:
-        """Return the kind: 'list', 'get', 'create', ..."""
-
-    @property
-    def affected_word(self) -> str | None:
-        """Return the word of the summary line ('deleted', ...) or ``None``."""
-
-    def argv(self) -> tuple[str, ...]:
-        """Return the arguments after the binary."""
-
-    def to_primitive(self) -> Mapping[str, Any]:
-        """Return the command as primitives for the privileged side."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,10 +135,11 @@ def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandE
         if _mentions(stderr, needles):
             return error
     if command.kind == "get":
-        missing = NOT_FOUND_MESSAGE in stderr or _summary(stderr, "shown") == 0
+        missing = NOT_FOUND_MESSAGE in stderr or summary_count(stderr, "shown") == 0
         return exc.EntryNotFoundError if missing else exc.CommandError
     word = command.affected_word
-    if exit_code == constants.EXIT_FAILURE and word is not None and _summary(stderr, word) == 0:
+    zero = word is not None and summary_count(stderr, word) == 0
+    if exit_code == constants.EXIT_FAILURE and zero:
         return None
     return exc.CommandError
 
@@ -168,22 +150,13 @@ def _success_count(command: Any, stdout: str, stderr: str) -> int | None:
         text = stdout.strip()
         return int(text) if text.isdigit() else None
     if kind == "create":
-        summary = _summary(stderr, "created")
-        added = _summary(stderr, "added")
+        summary = summary_count(stderr, "created")
+        added = summary_count(stderr, "added")
         return summary if summary is not None else added if added is not None else 1
     if kind == "events":
-        return _summary(stderr, "shown", noun="events")
+        return summary_count(stderr, "shown", noun="flow events")
     word = command.affected_word
-    return None if word is None else _summary(stderr, word)
-
-
-def _summary(stderr: str, word: str, noun: str = "entries") -> int | None:
-    """Return N from the last ``N flow <noun> have been <word>.`` line."""
-    found = None
-    for match in _SUMMARY_RE.finditer(stderr):
-        if match.group(2) == noun and match.group(3) == word:
-            found = int(match.group(1))
-    return found
+    return None if word is None else summary_count(stderr, word)
 
 
 def _mentions(text: str, needles: Sequence[str]) -> bool:

@@ -140,26 +140,23 @@ def build_argv(command: Renderable, binary: str, namespace: str | None) -> tuple
     return (NSENTER, f"--net={ensure_exists(namespace, argv)}", "--", *argv)
 
 
-def run(
-    argv: Sequence[str],
-    *,
-    timeout: float,
-    stdin: str | None = None,
-    duration: float | None = None,
-) -> ProcessOutput:
-    """Run ``argv`` (no shell) and return its exit code and output.
+def launch(argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str] | ProcessOutput:
+    """Start ``argv``: the one place a child process of this library begins.
 
-    A missing executable becomes exit code 127, as a shell would report it,
-    so one exit-code interpreter handles every path.  With ``duration`` the
-    child (a bounded ``-E``) gets SIGTERM after that many seconds.
+    No shell, no inherited descriptors, a fixed minimal environment, text
+    pipes (UTF-8, undecodable bytes kept as surrogates).  A failed exec is
+    not raised but returned as the :class:`ProcessOutput` a shell would
+    report: exit 127 for a missing executable, 126 for one that cannot be
+    executed (permissions, wrong format), so one exit-code interpreter
+    handles every path, streaming or not.
 
-    :raises CommandTimeoutError: still running after ``timeout`` seconds;
-        the child has been killed.
+    :param stdin: give the child a pipe to write to (else ``/dev/null``).
+    :returns: the running child, or the outcome of a failed exec.
     """
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(argv),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
@@ -169,8 +166,28 @@ def run(
         )
     except FileNotFoundError as err:
         return ProcessOutput(EXIT_NOT_FOUND, "", f"{argv[0]}: {err.strerror}")
-    except PermissionError as err:
+    except OSError as err:  # EACCES, ENOEXEC, ...: found but not runnable
         return ProcessOutput(EXIT_CANNOT_EXECUTE, "", f"{argv[0]}: {err.strerror}")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    stdin: str | None = None,
+    duration: float | None = None,
+) -> ProcessOutput:
+    """Run ``argv`` (through :func:`launch`) and return its exit code and output.
+
+    With ``duration`` the child (a bounded ``-E``) gets SIGTERM after that
+    many seconds.
+
+    :raises CommandTimeoutError: still running after ``timeout`` seconds;
+        the child has been killed.
+    """
+    proc = launch(argv, stdin=stdin is not None)
+    if isinstance(proc, ProcessOutput):
+        return proc
     with proc:
         return _communicate(proc, argv, stdin, timeout, duration)
 
@@ -224,14 +241,9 @@ class LineStream:
         self.stderr = ""
 
     def __iter__(self) -> Iterator[str]:
-        try:
-            proc = subprocess.Popen(
-                list(self.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, close_fds=True, env=_CHILD_ENV,
-                encoding="utf-8", errors="surrogateescape",
-            )
-        except FileNotFoundError as err:
-            self.exit_code, self.stderr = EXIT_NOT_FOUND, f"{self.argv[0]}: {err.strerror}"
+        proc = launch(self.argv)
+        if isinstance(proc, ProcessOutput):
+            self.exit_code, self.stderr = proc.exit_code, proc.stderr
             return
         yield from self._follow(proc)
 
