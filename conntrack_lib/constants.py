@@ -65,10 +65,6 @@ STATUS_FLAGS: Final = (
     "ASSURED", "SEEN_REPLY", "UNSET", "FIXED_TIMEOUT", "EXPECTED",
     "OFFLOAD", "HW_OFFLOAD",
 )
-#: ``UNREPLIED`` means "SEEN_REPLY clear" as a filter.
-STATUS_FILTER_WORDS: Final = (*STATUS_FLAGS, "UNREPLIED")
-#: Bracketed flags conntrack prints in a text line.
-DISPLAY_FLAGS: Final = ("UNREPLIED", "ASSURED", "OFFLOAD", "HW_OFFLOAD")
 
 EVENT_MASKS: Final = ("ALL", "NEW", "UPDATES", "DESTROY")
 EVENT_TYPES: Final = ("NEW", "UPDATE", "DESTROY")
@@ -81,12 +77,9 @@ MAX_PORT: Final = 65535
 MAX_MARK: Final = 0xFFFFFFFF
 MAX_ICMP_FIELD: Final = 255
 MAX_ICMP_ID: Final = 65535
-MAX_GRE_KEY: Final = 65535
-MAX_VTAG: Final = 0xFFFFFFFF
 #: conntrack clamps larger timeouts anyway; 2**31-1 keeps atol() exact.
 MAX_TIMEOUT: Final = 2**31 - 1
 
 #: Exit codes of conntrack 1.4.7.
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
-EXIT_BAD_PARAMETER: Final = 2
