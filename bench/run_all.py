@@ -9,6 +9,7 @@ import sys
 BENCHMARKS = [
     "bench.zones",
     "bench.parse",
+    "bench.read_path",
     "bench.executor_overhead",
     "bench.sg_churn",
     "bench.zone_flush",

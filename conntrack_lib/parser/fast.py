@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, cast
-
-import netaddr
+from typing import Any
 
 from conntrack_lib import constants
 from conntrack_lib.models import Counters, Entry, FlowTuple
@@ -54,19 +52,6 @@ def _opt_ports(*ports: str | None) -> tuple[int | None, ...]:
     return tuple(None if port is None else int(port) for port in ports)
 
 
-def _flow(src: netaddr.IPAddress, dst: netaddr.IPAddress, sport: int | None,
-          dport: int | None) -> FlowTuple:
-    """Fill a FlowTuple shell with an address pair and ports (see builders)."""
-    flow: Any = new(FlowShell)
-    flow.src = src
-    flow.dst = dst
-    flow.sport = sport
-    flow.dport = dport
-    flow.icmp_type = flow.icmp_code = flow.icmp_id = flow.srckey = flow.dstkey = None
-    flow.__class__ = FlowTuple
-    return cast(FlowTuple, flow)
-
-
 def fast_entry(groups: tuple[str | None, ...], addresses: Addresses,
                nums: Numbers) -> Entry:
     """Build an Entry from the groups of the fast pattern (ports-or-nothing protocols).
@@ -89,11 +74,20 @@ def fast_entry(groups: tuple[str | None, ...], addresses: Addresses,
         rsp = odp if rsport == odport else int(rsport)
         rdp = osp if rdport == osport else int(rdport)
     entry: Any = new(EntryShell)
+    flow: Any
     entry.family = derived
     entry.proto = proto
     entry.protonum = nums[protonum]
-    entry.original = _flow(addresses[osrc], addresses[odst], osp, odp)  # type: ignore[index]
-    entry.reply = _flow(addresses[rsrc], addresses[rdst], rsp, rdp)  # type: ignore[index]
+    entry.original = flow = new(FlowShell)
+    flow.src, flow.dst = addresses[osrc], addresses[odst]  # type: ignore[index]
+    flow.sport, flow.dport = osp, odp
+    flow.icmp_type = flow.icmp_code = flow.icmp_id = flow.srckey = flow.dstkey = None
+    flow.__class__ = FlowTuple
+    entry.reply = flow = new(FlowShell)
+    flow.src, flow.dst = addresses[rsrc], addresses[rdst]  # type: ignore[index]
+    flow.sport, flow.dport = rsp, rdp
+    flow.icmp_type = flow.icmp_code = flow.icmp_id = flow.srckey = flow.dstkey = None
+    flow.__class__ = FlowTuple
     entry.state = state
     entry.timeout = nums[timeout]
     if flag is None:
@@ -112,4 +106,4 @@ def fast_entry(groups: tuple[str | None, ...], addresses: Addresses,
     entry.delta_time = nums[delta]
     entry.extra = ()
     entry.__class__ = Entry
-    return cast(Entry, entry)
+    return entry  # type: ignore[no-any-return]  # an Entry now (see builders)

@@ -689,3 +689,13 @@ def test_fast_path_rejections_fall_back(line: str) -> None:
     assert entry.protonum in (6, 17)
     assert list(parser.iter_entries([line], strict=True)) == [entry]
     assert line_parser.parse_text(line, base.Addresses()) == entry
+
+
+def test_addresses_are_built_through_netaddrs_pickle_state() -> None:
+    # The installed netaddr accepts its (value, version) state; a release
+    # that changed it would drop the parser back to the constructor.
+    assert base._make_address is base._address_by_state
+    for text in ("10.1.2.3", "2001:db8::1"):
+        built = base.Addresses()[text]
+        assert type(built) is netaddr.IPAddress
+        assert pickle.loads(pickle.dumps(built)) == built == IP(text)
