@@ -47,7 +47,8 @@ def open_private_dir(path: str, location: str) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise _error(location, f"directory {path}: {_why(exc)}") from exc
+        why = "is a symbolic link" if os.path.islink(path) else _why(exc)
+        raise _error(location, f"directory {path}: {why}") from exc
     try:
         st = os.fstat(fd)
         euid = os.geteuid()

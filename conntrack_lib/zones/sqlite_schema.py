@@ -59,7 +59,13 @@ OBJECTS = frozenset({
 
 
 def uri(path: str, mode: str) -> str:
-    """Return the SQLite URI opening ``path`` in ``mode`` (``ro`` or ``rw``, never create)."""
+    """Return the SQLite URI opening ``path`` in ``mode`` (``ro``, ``rw`` or ``peek``, never create).
+
+    ``peek`` reads the main file alone, as immutable: no lock, no ``-wal`` or
+    ``-shm`` file is created, so a file that is not ours is not touched.
+    """
+    if mode == "peek":
+        return f"file:{urllib.parse.quote(path)}?mode=ro&immutable=1"
     return f"file:{urllib.parse.quote(path)}?mode={mode}"
 
 
@@ -98,6 +104,24 @@ def create(conn: sqlite3.Connection, low: int, high: int, meta: Mapping[str, str
     conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", sorted(rows.items()))
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def check_identity(conn: sqlite3.Connection, location: str) -> None:
+    """Check, from the main file alone, that it is a zone store of a known version.
+
+    :param conn: a ``peek`` connection (see :func:`uri`).
+    :param location: the store's path, to name it in errors.
+    :raises exceptions.ZoneStoreError: for a file that is not an SQLite
+        database, another application's database or a newer or unknown
+        schema version.
+    """
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise exceptions.ZoneStoreError(location, f"unreadable database: {exc}") from exc
+    _check_identity(app_id, version, OBJECTS if tables else set(), location)
 
 
 def validate(conn: sqlite3.Connection, location: str) -> tuple[int, int]:

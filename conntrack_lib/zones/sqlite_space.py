@@ -420,6 +420,8 @@ class SQLiteSpace:
 
     def _apply_reserved(self, conn: sqlite3.Connection) -> None:
         stored = self._stored_reserved(conn)
+        # Where the walk over fresh zones stood before anything changes.
+        gap = self._first_gap(conn)
         for zone in sorted(self._reserved - stored):
             row = conn.execute(_STATE_OF, (zone,)).fetchone()
             if row is None:
@@ -429,7 +431,6 @@ class SQLiteSpace:
                     self._path, f"refused: zone {zone} is reserved but owned by {row[1]!r}")
             else:
                 conn.execute(_SET_STATE, ("reserved", zone))
-        gap = self._first_gap(conn)
         for zone in sorted(stored - self._reserved):
             # Below the first fresh zone it was passed over while reserved:
             # it joins the back of the free order.  Above, it is fresh again.

@@ -137,6 +137,11 @@ class SQLiteZoneStore:
             self._check_files(dir_fd)
         finally:
             os.close(dir_fd)
+        peek = self._connect("peek")
+        try:
+            schema.check_identity(peek, self._path)
+        finally:
+            peek.close()
         conn = self._connect("ro")
         try:
             zone_range = schema.validate(conn, self._path)
@@ -161,8 +166,14 @@ class SQLiteZoneStore:
             raise store_error(self._path, exc, self._timeout) from exc
 
     def _validated_range(self) -> tuple[int, int]:
-        # A read-only connection: a refused file is never written, not even
-        # by the checkpoint a read-write connection runs when it closes.
+        # First the main file alone: a file that is not ours gets no -wal or
+        # -shm beside it.  Then read-only: a refused store is never written,
+        # not even by the checkpoint a read-write connection runs on close.
+        peek = self._connect("peek")
+        try:
+            schema.check_identity(peek, self._path)
+        finally:
+            peek.close()
         conn = self._connect("ro")
         try:
             return schema.validate(conn, self._path)
