@@ -59,7 +59,7 @@ OBJECTS = frozenset({
 
 
 def uri(path: str, mode: str) -> str:
-    """Return the SQLite URI opening ``path`` in ``mode`` (``ro``, ``rw`` or ``peek``, never create).
+    """Return the URI opening ``path`` in ``mode`` (``ro``, ``rw`` or ``peek``; never create).
 
     ``peek`` reads the main file alone, as immutable: no lock, no ``-wal`` or
     ``-shm`` file is created, so a file that is not ours is not touched.
