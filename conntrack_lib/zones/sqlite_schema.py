@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 from conntrack_lib import exceptions
 from conntrack_lib.zones.validation import MAX_KEY_LENGTH
@@ -151,7 +151,7 @@ def validate(conn: sqlite3.Connection, location: str) -> tuple[int, int]:
     return _range_of(meta, location)
 
 
-def _check_identity(app_id: int, version: int, objects: set[tuple[str, ...]],
+def _check_identity(app_id: int, version: int, objects: Set[tuple[str, ...]],
                     location: str) -> None:
     if app_id != APPLICATION_ID:
         what = ("an empty database (a truncated file?)" if not objects and app_id == 0
