@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -68,10 +69,17 @@ ON CONFLICT (zone) DO UPDATE SET state = 'owned', owner = excluded.owner, freed 
 """
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        # Extended codes (e.g. SQLITE_BUSY_RECOVERY) keep the primary code in the low byte.
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc)
+
+
 def store_error(path: str, exc: sqlite3.Error, timeout: float) -> exceptions.ZoneStoreError:
     """Return the :class:`ZoneStoreError` for ``exc``, naming who holds a busy database."""
-    if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
-            or "database is locked" in str(exc):
+    if _is_busy(exc):
         holders = fs.lock_holders([path, path + "-shm", path + "-wal"])
         who = ", ".join(holders) if holders else "an unknown holder"
         return exceptions.ZoneStoreError(
@@ -139,6 +147,9 @@ class SQLiteSpace:
             conn.execute(f"PRAGMA wal_autocheckpoint = {schema.AUTOCHECKPOINT_PAGES}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
+            # From here on this space waits for locks itself (see _retrying):
+            # SQLite's own handler sleeps whole milliseconds between tries.
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             conn.close()
             raise store_error(self._path, exc, self._timeout) from exc
@@ -181,7 +192,7 @@ class SQLiteSpace:
             conn = self._connection()
             self._next_hint = None
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             try:
@@ -203,9 +214,26 @@ class SQLiteSpace:
         with self._lock:
             conn = self._connection()
             try:
-                return query(conn)
+                return self._retrying(lambda: query(conn))
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+
+    def _retrying(self, step: Callable[[], _T]) -> _T:
+        """Run ``step`` until it is not refused as busy, for ``timeout`` seconds at most.
+
+        Transactions last microseconds, so the pauses start at 0.1 ms and
+        double up to 4 ms: contending processes take turns quickly.
+        """
+        deadline = time.monotonic() + self._timeout
+        pause = 0.0001
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
 
     # -- finding free zones ----------------------------------------------
 
