@@ -62,7 +62,8 @@ conn.execute("BEGIN IMMEDIATE")
 conn.execute("INSERT INTO zone (zone, state, owner) VALUES (?, 'owned', 'uncommitted')",
              (int(sys.argv[2]),))
 print("holding", flush=True)
-time.sleep(600)
+time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 600)
+conn.execute("ROLLBACK")
 """
 
 
@@ -132,6 +133,22 @@ def test_a_busy_database_fails_in_bounded_time_naming_the_holder(private: Path) 
         holder.kill()
         holder.communicate(timeout=10)
     assert alloc.allocate("b") == 2
+
+
+def test_a_short_busy_spell_is_waited_out(private: Path) -> None:
+    path = private / "zones.db"
+    alloc = ZoneAllocator((1, 100), store=SQLiteZoneStore(path, timeout=5.0))
+    alloc.allocate("a")
+    holder = _python(HOLDER, str(path), "50", "0.3")
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        began = time.monotonic()
+        assert alloc.allocate("b") == 2
+        assert time.monotonic() - began < 4.0  # waited for the holder, not the timeout
+    finally:
+        holder.communicate(timeout=10)
+    assert holder.returncode == 0
 
 
 def test_kill_9_inside_a_transaction_leaves_the_last_committed_state(private: Path) -> None:
