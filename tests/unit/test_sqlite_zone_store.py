@@ -6,6 +6,7 @@ import os
 import random
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -464,3 +465,28 @@ def test_bad_timeouts_are_refused(tmp_path: Path) -> None:
         with pytest.raises(exceptions.InvalidArgumentError):
             SQLiteZoneStore(tmp_path / "z.db", timeout=bad)  # type: ignore[arg-type]
 
+
+
+def test_threads_sharing_one_allocator_never_share_a_zone(tmp_path: Path) -> None:
+    alloc = allocator(tmp_path, zone_range=(1, 1000))
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            for n in range(50):
+                alloc.allocate(f"{name}-{n}")
+                if n % 5 == 4:
+                    alloc.release(f"{name}-{n - 1}")
+            alloc.allocate_many([f"{name}-bulk-{n}" for n in range(10)])
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    owned = alloc.items()
+    assert len(owned) == 8 * (50 - 10 + 10)
+    assert len(set(owned.values())) == len(owned)
