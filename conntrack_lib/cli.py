@@ -39,6 +39,7 @@ from conntrack_lib import constants, netns
 from conntrack_lib import exceptions as exc
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Counters, CpuStats, Entry, FlowTuple
+from conntrack_lib.zones import MemoryZoneStore
 
 PROG = "conntrack-lib"
 
@@ -521,6 +522,8 @@ class ConntrackApp(cliff_app.App):  # type: ignore[misc]
                 namespace=namespace, executor=executor,
                 batch_size=conf.conntrack_lib.batch_size,
                 exact_delete_backend=conf.conntrack_lib.exact_delete_backend,
+                # The CLI allocates no zone; only `zones` reads the store.
+                zone_store=MemoryZoneStore(),
             )
         return self._helper
 
@@ -774,23 +777,29 @@ def stats_table(stats: Sequence[CpuStats]) -> tuple[tuple[str, ...], list[tuple[
 
 
 class ListZones(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
-    """Show the zones of a zone store file and the live flows of each zone."""
+    """Show the zones of a zone store and the live flows of each zone."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         """Return the parser with --store."""
         parser: argparse.ArgumentParser = super().get_parser(prog_name)
-        parser.add_argument("--store", required=True, metavar="PATH",
-                            help="JSON file of a FileZoneStore")
+        parser.add_argument("--store", metavar="PATH",
+                            help="the zone store: an SQLiteZoneStore database, or the JSON "
+                            "file of the deprecated FileZoneStore; defaults to the "
+                            "[conntrack_lib] zone_store_path option")
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
         """Return key, zone, state and live flows, counted from one dump."""
-        from conntrack_lib.zones import FileZoneStore  # noqa: PLC0415
+        from conntrack_lib.zones import read_store  # noqa: PLC0415
 
-        snapshot = FileZoneStore(parsed_args.store).load()
+        path = parsed_args.store or self.app.load_config().conntrack_lib.zone_store_path
+        if not path:
+            raise exc.InvalidArgumentError(
+                "--store", path, "give --store or set [conntrack_lib] zone_store_path")
+        snapshot = read_store(path)
         if snapshot is None:
-            raise exc.ZoneStoreError(parsed_args.store, "no such file")
+            raise exc.ZoneStoreError(path, "no such file")
         flows = flows_per_zone(self.app.helper().iter_entries())
         rows: list[tuple[Any, ...]] = [
             (key, zone, "allocated", flows.get(zone, 0))

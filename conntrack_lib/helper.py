@@ -21,7 +21,7 @@ from oslo_log import log as logging
 from conntrack_lib import commands, constants, matching, parser
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import CpuStats, Entry
-from conntrack_lib.zones import ZoneAllocator, ZoneStore
+from conntrack_lib.zones import AnyZoneStore, SQLiteZoneStore, ZoneAllocator
 
 LOG = logging.getLogger(__name__)
 
@@ -91,7 +91,10 @@ class ConntrackHelper:
         to a :class:`~conntrack_lib.executor.PrivsepExecutor`.
     :param zone_range: inclusive ``(low, high)`` zones this helper may hand
         out, within ``1..MAX_CONNTRACK_ZONE_ID``.
-    :param zone_store: where the zone map persists; in memory by default.
+    :param zone_store: where the zone map persists, e.g. a
+        :class:`~conntrack_lib.zones.SQLiteZoneStore`; defaults to the
+        ``[conntrack_lib] zone_store_path`` option, and to memory when that
+        is unset.
     :param reserved: zones never handed out (for example OVS's VLAN tags).
     :param batch_size: lines per ``-R`` process for batched creates and
         deletes; defaults to the ``[conntrack_lib] batch_size`` option.
@@ -101,6 +104,7 @@ class ConntrackHelper:
     :param conf: the oslo.config object those defaults come from
         (``cfg.CONF`` when None).
     :raises InvalidZoneError: for a range outside 1..65535.
+    :raises ZoneStoreError: when the zone store is unsafe or unusable.
     """
 
     def __init__(
@@ -109,7 +113,7 @@ class ConntrackHelper:
         executor: Any = None,
         zone_range: tuple[int, int] = (constants.MIN_CONNTRACK_ZONE_ID,
                                        constants.MAX_CONNTRACK_ZONE_ID),
-        zone_store: ZoneStore | None = None,
+        zone_store: AnyZoneStore | None = None,
         *,
         reserved: Iterable[int] = (),
         batch_size: int | None = None,
@@ -134,6 +138,8 @@ class ConntrackHelper:
         self.executor = executor
         self.batch_size = batch_size
         self.exact_delete_backend = exact_delete_backend
+        if zone_store is None:
+            zone_store = _configured_zone_store(conf)
         self._allocator = ZoneAllocator(zone_range=zone_range, reserved=reserved,
                                         store=zone_store)
         self._recovered = False
@@ -185,6 +191,30 @@ class ConntrackHelper:
         if not self._recovered:
             self.recover()
         return self._allocator.allocate(key)
+
+    def allocate_zones(self, keys: Iterable[str]) -> dict[str, int]:
+        """Return the zone of every key, allocating in one step those that have none.
+
+        An agent's resync gives every port its zone at once: with a
+        :class:`~conntrack_lib.zones.SQLiteZoneStore` this is one
+        transaction instead of one per key.  Either every key gets a zone
+        or none does.  Like :meth:`allocate_zone`, the first call recovers
+        the zones that have live flows but no owner, so they are not handed
+        out.
+
+        :param keys: the owners (ports, networks, routers), each a non-empty
+            str without NUL or newline; a repeated key gets one zone.
+        :returns: key to zone for every key given, in the order given.
+        :raises InvalidArgumentError: for a bad key; nothing is allocated.
+        :raises ZoneExhaustedError: when fewer zones are free in the range
+            than keys without one; nothing is allocated.
+        :raises ZoneStoreError: when the zone store cannot be updated or
+            stays busy beyond its timeout; nothing is allocated.
+        """
+        wanted = list(keys)
+        if not self._recovered:
+            self.recover()
+        return self._allocator.allocate_many(wanted)
 
     def get_zone(self, key: str) -> int | None:
         """Return the zone of ``key``, or None."""
@@ -498,6 +528,15 @@ def _options(conf: Any) -> Any:
     conf = cfg.CONF if conf is None else conf
     opts.register_opts(conf)
     return conf[opts.GROUP]
+
+
+def _configured_zone_store(conf: Any) -> SQLiteZoneStore | None:
+    """Return the store the ``zone_store_path`` option names, or None for memory."""
+    group = _options(conf)
+    if not group.zone_store_path:
+        return None
+    return SQLiteZoneStore(group.zone_store_path,
+                           migrate_from=group.zone_store_migrate_from or None)
 
 
 def rule_requests(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule

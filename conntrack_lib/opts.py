@@ -77,6 +77,22 @@ OPTS = [
         ],
         help="How exact flows (full tuples) are deleted.",
     ),
+    cfg.StrOpt(
+        "zone_store_path",
+        default=None,
+        help="SQLite database that keeps the zone map of ConntrackHelper objects built "
+        "without a zone_store, and that the CLI's zones command reads when --store is "
+        "not given. It survives restarts and is shared by every process using the same "
+        "path. Unset (the default), the map lives in memory only. Its directory must "
+        "exist, belong to the process's user and not be group- or world-writable.",
+    ),
+    cfg.StrOpt(
+        "zone_store_migrate_from",
+        default=None,
+        help="JSON file of the deprecated FileZoneStore, imported once into "
+        "zone_store_path when that database is created. The JSON file is kept, "
+        "unchanged, as a backup.",
+    ),
 ]
 
 

@@ -33,7 +33,7 @@ from conntrack_lib.executor import ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
 from conntrack_lib.worker import DeletionQueue
-from conntrack_lib.zones import FileZoneStore
+from conntrack_lib.zones import SQLiteZoneStore
 
 #: Zones shared by every actor: fewer than the actors may hold at once, so
 #: zones are reused constantly and the range is exhausted now and then.
@@ -225,7 +225,7 @@ class Actor:
             zone = self.helper.allocate_zone(key)
         except exc.ZoneExhaustedError:
             self.ops["exhausted"] += 1
-            time.sleep(0.01)  # let holders release rather than spin on the store's lock
+            time.sleep(0.01)  # let holders release rather than spin on the store
             return
         self.intervals.append([key, zone, time.monotonic(), None])
         self.held[key] = Holding(key, zone, len(self.intervals) - 1)
@@ -382,7 +382,7 @@ def main(argv: Sequence[str]) -> int:
     """Run one actor in this process and write its JSON report; 0 if it succeeded."""
     args = _parse_args(argv)
     helper = ConntrackHelper(namespace=args.namespace, executor=ProcessExecutor(),
-                             zone_range=ZONE_RANGE, zone_store=FileZoneStore(args.store))
+                             zone_range=ZONE_RANGE, zone_store=SQLiteZoneStore(args.store))
     errors = ErrorLog()
     queue = DeletionQueue(helper, on_error=errors)
     report: dict[str, Any] = {"index": args.index, "error": None}

@@ -149,10 +149,10 @@ def test_flush_zone_then_all(seeded: str) -> None:
 
 
 def test_zones_counts_live_flows(seeded: str, tmp_path: Any) -> None:
-    from conntrack_lib.zones import FileZoneStore, ZoneAllocator
+    from conntrack_lib.zones import SQLiteZoneStore, ZoneAllocator
 
-    store = tmp_path / "zones.json"
-    allocator = ZoneAllocator(zone_range=(ZONE, ZONE + 1), store=FileZoneStore(store))
+    store = tmp_path / "zones.db"
+    allocator = ZoneAllocator(zone_range=(ZONE, ZONE + 1), store=SQLiteZoneStore(store))
     allocator.allocate("router-1")
     allocator.allocate("router-2")
     done = cli("--executor", "process", "--namespace", seeded, "zones", "--store", str(store),

@@ -14,7 +14,7 @@ from conntrack_lib import exceptions as exc
 from conntrack_lib.executor import ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
-from conntrack_lib.zones import FileZoneStore
+from conntrack_lib.zones import SQLiteZoneStore
 from tests.functional import netns
 
 
@@ -207,13 +207,13 @@ def test_threads_hammering_the_helper_never_share_a_zone(helper: ConntrackHelper
     assert helper.count() == len(live)
 
 
-def test_file_store_survives_a_restart(ns: str, tmp_path: Any) -> None:
-    path = str(tmp_path / "zones.json")
+def test_database_store_survives_a_restart(ns: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "zones.db")
     first = ConntrackHelper(namespace=ns, executor=ProcessExecutor(), zone_range=(10, 20),
-                            zone_store=FileZoneStore(path))
+                            zone_store=SQLiteZoneStore(path))
     zone = first.allocate_zone("router-1")
     second = ConntrackHelper(namespace=ns, executor=ProcessExecutor(), zone_range=(10, 20),
-                             zone_store=FileZoneStore(path))
+                             zone_store=SQLiteZoneStore(path))
     assert second.get_zone("router-1") == zone
     assert second.allocate_zone("router-2") != zone
 

@@ -4,7 +4,7 @@ Eight actor threads in this process share one deletion queue and two helpers
 (one running conntrack as a child process, one through the privsep daemon);
 four child processes (``stress_worker.py``) each run one actor with their own
 helper and queue.  All of them share one zone space through a
-:class:`~conntrack_lib.zones.FileZoneStore`, with fewer zones than they may
+:class:`~conntrack_lib.zones.SQLiteZoneStore`, with fewer zones than they may
 hold at once.  Each actor owns its keys and an address block and models the
 flows it expects; afterwards the real table must equal the union of the
 models, no zone may ever have had two owners, and every queue must have
@@ -33,7 +33,7 @@ from conntrack_lib import executor, privileged
 from conntrack_lib.executor import PrivsepExecutor, ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.worker import DeletionQueue
-from conntrack_lib.zones import FileZoneStore
+from conntrack_lib.zones import SQLiteZoneStore
 from tests.functional import netns, stress_worker
 from tests.functional.stress_worker import Actor, ErrorLog, FlowKey, address
 
@@ -84,11 +84,11 @@ def _child_report(proc: subprocess.Popen[bytes], log: Path, tmp_path: Path,
 def _sample_store(store: Path, until: float, threads: list[threading.Thread],
                   children: list[subprocess.Popen[bytes]]) -> int:
     """Check the stored zone space for duplicates until every actor ends; return samples."""
-    reader = FileZoneStore(store)
+    reader = SQLiteZoneStore(store)
     samples = 0
     while time.monotonic() < until and (any(t.is_alive() for t in threads)
                                         or any(p.poll() is None for p in children)):
-        snapshot = reader.load()
+        snapshot = reader.read()
         if snapshot is not None:
             _assert_store_consistent(snapshot.zones, snapshot.released, snapshot.held)
             samples += 1
@@ -162,13 +162,13 @@ def test_threads_and_processes_mixing_every_operation(ns: str, tmp_path: Path) -
     began = time.monotonic()
     seed = int(os.environ.get("CONNTRACK_LIB_STRESS_SEED", str(random.randrange(2**32))))
     print(f"stress seed {seed} (CONNTRACK_LIB_STRESS_SEED), {duration}s")
-    store = tmp_path / "zones.json"
+    store = tmp_path / "zones.db"
     # Two helpers over one store: half the threads run conntrack as
     # children, half through the privsep daemon (started here, before any
     # actor thread exists, since it is forked from this process).
     helpers = [ConntrackHelper(namespace=ns, executor=runner,
                                zone_range=stress_worker.ZONE_RANGE,
-                               zone_store=FileZoneStore(store))
+                               zone_store=SQLiteZoneStore(store))
                for runner in (ProcessExecutor(), PrivsepExecutor())]
     for helper in helpers:
         helper.recover()
@@ -226,7 +226,7 @@ def test_threads_and_processes_mixing_every_operation(ns: str, tmp_path: Path) -
     assert not overlaps, "\n".join(overlaps[:20])
 
     # The stored zone space is consistent and names exactly the live keys.
-    snapshot = FileZoneStore(store).load()
+    snapshot = SQLiteZoneStore(store).read()
     assert snapshot is not None
     _assert_store_consistent(snapshot.zones, snapshot.released, snapshot.held)
     live = {key: held["zone"] for r in reports for key, held in r["live"].items()}

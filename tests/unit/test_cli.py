@@ -29,7 +29,7 @@ from conntrack_lib import exceptions as exc
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Counters, Entry, FlowTuple
 from conntrack_lib.testing import FakeClock, FakeConntrack
-from conntrack_lib.zones import FileZoneStore, ZoneAllocator
+from conntrack_lib.zones import SQLiteZoneStore, ZoneAllocator
 
 ENTRY_FIELDS = [f.name for f in dataclasses.fields(Entry)]
 TUPLE_FIELDS = [f.name for f in dataclasses.fields(FlowTuple)]
@@ -421,8 +421,8 @@ def test_stats_table_merges_counter_names() -> None:
 
 
 def test_zones_shows_keys_zones_and_live_flows(fake: FakeConntrack, tmp_path: Any) -> None:
-    path = tmp_path / "zones.json"
-    allocator = ZoneAllocator(zone_range=(5, 9), store=FileZoneStore(path))
+    path = tmp_path / "zones.db"
+    allocator = ZoneAllocator(zone_range=(5, 9), store=SQLiteZoneStore(path))
     assert allocator.allocate("port-a") == 5
     assert allocator.allocate("port-b") == 6
     allocator.hold([9])

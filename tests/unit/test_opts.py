@@ -30,6 +30,8 @@ def test_defaults(conf: cfg.ConfigOpts) -> None:
     assert group.chunk_size == opts.DEFAULT_CHUNK_SIZE == 4 * 1024 * 1024
     assert group.batch_size == 1000
     assert group.exact_delete_backend == "auto"
+    assert group.zone_store_path is None
+    assert group.zone_store_migrate_from is None
 
 
 def test_privsep_options_live_in_the_context_section(conf: cfg.ConfigOpts) -> None:
@@ -80,7 +82,7 @@ def test_list_opts_names_every_option() -> None:
     assert set(listed) == {opts.GROUP, opts.PRIVSEP_SECTION}
     assert {o.name for o in listed[opts.GROUP]} == {
         "conntrack_binary", "command_timeout", "retries", "chunk_size", "batch_size",
-        "exact_delete_backend"}
+        "exact_delete_backend", "zone_store_path", "zone_store_migrate_from"}
     assert "helper_command" in {o.name for o in listed[opts.PRIVSEP_SECTION]}
     # Copies, so a generator run cannot alter the registered options.
     assert all(a is not b for a, b in zip(listed[opts.GROUP], opts.OPTS, strict=True))
