@@ -11,6 +11,11 @@ from collections.abc import Sequence
 
 #: Longest rendering of a rejected value in a message.
 MAX_SHOWN = 200
+#: Characters of output a timeout error keeps from the start and from the end.
+CLIP_HEAD = 32 * 1024
+CLIP_TAIL = 32 * 1024
+# Room for the marker line, so clipping clipped text changes nothing.
+_CLIP_SLACK = 200
 
 
 def _shown(value: object) -> str:
@@ -125,8 +130,36 @@ class ConntrackUnavailableError(CommandError):
     """The conntrack binary or the kernel's conntrack support is missing."""
 
 
+def clip(text: str, head: int = CLIP_HEAD, tail: int = CLIP_TAIL) -> str:
+    """Return ``text`` cut to its first ``head`` and last ``tail`` characters.
+
+    A marker line between the two says how many characters were left out
+    of how many.  Text short enough is returned unchanged, and so is text
+    clipped before: clipping is idempotent.
+    """
+    if len(text) <= head + tail + _CLIP_SLACK:
+        return text
+    omitted = len(text) - head - tail
+    return (f"{text[:head]}\n[... {omitted} of {len(text)} characters omitted ...]\n"
+            f"{text[len(text) - tail:]}")
+
+
 class CommandTimeoutError(CommandError):
-    """The command ran past its timeout and was killed."""
+    """The command ran past its timeout and was killed.
+
+    It keeps only the head and the tail of stdout and stderr (see
+    :func:`clip`), with the total size: the output of a killed listing can
+    be far larger than a privsep reply may grow.
+    """
+
+    def __init__(
+        self,
+        cmd: Sequence[str] | str = (),
+        exit_code: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(cmd, exit_code, clip(stdout), clip(stderr))
 
 
 class ParseError(ConntrackError):

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import itertools
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -131,12 +132,34 @@ def interpret(
     :raises CommandError: any other non-zero exit.
     """
     argv = tuple(cmd)
+    exit_code, stderr = signal_exit(exit_code, stderr)
     if exit_code == constants.EXIT_OK:
         return Result(exit_code, stdout, stderr, _success_count(command, stdout, stderr), argv)
     error = _error_class(exit_code, stderr, command)
     if error is None:
         return Result(exit_code, stdout, stderr, 0, argv)
     raise error(argv, exit_code, stdout, stderr)
+
+
+def signal_exit(exit_code: int, stderr: str) -> tuple[int, str]:
+    """Map a death by signal N (``Popen`` reports -N) to exit ``128 + N``.
+
+    A shell reports a killed child that way, and nsenter execs conntrack
+    in place, so both paths then give one exit code the same meaning (139,
+    SIGSEGV, is a crash).  stderr gains a line naming the signal.
+
+    :returns: the exit code and stderr to interpret.
+    """
+    if exit_code >= 0:
+        return exit_code, stderr
+    number = -exit_code
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    note = f"conntrack was killed by {name} ({number})\n"
+    sep = "" if not stderr or stderr.endswith("\n") else "\n"
+    return 128 + number, f"{stderr}{sep}{note}"
 
 
 def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandError] | None:

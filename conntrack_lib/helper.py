@@ -223,14 +223,20 @@ class ConntrackHelper:
     # -- reading ---------------------------------------------------------
 
     def iter_entries(self, **filters: Any) -> Iterator[Entry]:
-        """Yield the entries matching ``filters`` as they are parsed."""
-        command = commands.ListCommand(**filters)
+        """Yield the entries matching ``filters`` as they are parsed.
+
+        :raises InvalidArgumentError: bad filters, or ``output`` asks for xml.
+        """
+        command = _list_command(filters)
         lines = self.executor.iter_lines(command, namespace=self.namespace)
         yield from parser.iter_entries(lines)
 
     def list_entries(self, **filters: Any) -> list[Entry]:
-        """Return the entries matching ``filters``."""
-        command = commands.ListCommand(**filters)
+        """Return the entries matching ``filters``.
+
+        :raises InvalidArgumentError: bad filters, or ``output`` asks for xml.
+        """
+        command = _list_command(filters)
         # parse_entries builds the list with the garbage collector held off,
         # a third cheaper than list(iter_entries(...)) on large tables.
         return parser.parse_entries(self.executor.iter_lines(command, namespace=self.namespace))
@@ -487,6 +493,20 @@ class ConntrackHelper:
                 [commands.DeleteCommand(zone=z) for z in plan.zone_wide]
                 + [commands.DeleteCommand(**dict(r)) for r in plan.requests])
         return deleted
+
+
+def _list_command(filters: Mapping[str, Any]) -> commands.ListCommand:
+    """Build the list command of ``filters``, refusing an xml listing.
+
+    The entry parser reads the text format only; an xml dump would parse to
+    no entry at all, which must not pass for an empty table.
+    """
+    command = commands.ListCommand(**filters)
+    if "xml" in command.output:
+        raise exc.InvalidArgumentError(
+            "output", filters.get("output"),
+            "xml is not parsed into entries; list without it")
+    return command
 
 
 def _options(conf: Any) -> Any:

@@ -13,9 +13,12 @@ invitation to make it.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
@@ -81,22 +84,77 @@ def namespace_path(name: str) -> str:
 
 
 def exists(name: str) -> bool:
-    """Return whether the namespace ``name`` (validated) exists now."""
-    path = namespace_path(name)
-    return os.path.isfile(path) and not os.path.islink(path)
+    """Return whether ``name`` (validated) names a network namespace now.
+
+    The check is :func:`open_namespace`'s: a symlink, a FIFO, a plain file
+    or a namespace of another type under /run/netns does not count.
+    """
+    try:
+        fd = open_namespace(name)
+    except exc.NamespaceNotFoundError:
+        return False
+    os.close(fd)
+    return True
 
 
 def ensure_exists(name: str, cmd: Sequence[str] = ()) -> str:
-    """Return the namespace's path, or raise if it does not exist.
+    """Return the namespace's path, or raise if it is not a network namespace.
 
-    :raises NamespaceNotFoundError: nothing is mounted at /run/netns/NAME.
+    :raises NamespaceNotFoundError: nothing usable is mounted at /run/netns/NAME.
     """
-    if not exists(name):
-        raise exc.NamespaceNotFoundError(
-            tuple(cmd), None, "", f"network namespace {name!r} not found in "
-            f"{constants.NETNS_RUN_DIR}"
-        )
+    fd = open_namespace(name, cmd)
+    os.close(fd)
     return namespace_path(name)
+
+
+def open_namespace(name: str, cmd: Sequence[str] = ()) -> int:
+    """Open /run/netns/NAME and return the descriptor of a network namespace.
+
+    The single namespace check of both the CLI path and the netlink path.
+    The open never blocks (``O_NONBLOCK``: a FIFO planted there would
+    otherwise wait for a writer for ever) and never follows a symlink
+    (``O_NOFOLLOW``); the opened file must then answer ``NS_GET_NSTYPE``
+    with ``CLONE_NEWNET``, which only an nsfs file of a network namespace
+    does.
+
+    :param cmd: the command to name in the error, if any.
+    :returns: a close-on-exec descriptor the caller must close.
+    :raises InvalidArgumentError: an unsafe name.
+    :raises NamespaceNotFoundError: missing, or not a network namespace.
+    """
+    path = namespace_path(name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        reason = "not found" if err.errno == errno.ENOENT else (err.strerror or str(err))
+        raise _not_a_namespace(name, cmd, reason) from None
+    try:
+        _check_network_namespace(fd)
+    except OSError as err:
+        os.close(fd)
+        raise _not_a_namespace(name, cmd, err.strerror or str(err)) from None
+    return fd
+
+
+#: ``_IO(0xb7, 0x3)`` of <linux/nsfs.h>: ask an nsfs file for its namespace type.
+NS_GET_NSTYPE = 0xB703
+CLONE_NEWNET = 0x40000000
+
+
+def _check_network_namespace(fd: int) -> None:
+    """Raise OSError unless ``fd`` is a network namespace file."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EINVAL, "not a namespace file")
+    # Any other file answers ENOTTY; a namespace of another kind, its type.
+    if fcntl.ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET:
+        raise OSError(errno.EINVAL, "not a network namespace")
+
+
+def _not_a_namespace(name: str, cmd: Sequence[str], reason: str) -> exc.NamespaceNotFoundError:
+    return exc.NamespaceNotFoundError(
+        tuple(cmd), None, "", f"network namespace {name!r} not found in "
+        f"{constants.NETNS_RUN_DIR}: {reason}"
+    )
 
 
 def check_binary(binary: object) -> str:

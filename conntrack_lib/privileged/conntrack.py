@@ -35,6 +35,7 @@ from oslo_config import cfg
 
 from conntrack_lib import commands, netns, opts, privileged
 from conntrack_lib import exceptions as exc
+from conntrack_lib.privileged import errors
 
 QUERY_KINDS = frozenset({"list", "get", "count", "stats"})
 CHANGE_KINDS = frozenset({"create", "update", "delete", "flush"})
@@ -92,30 +93,35 @@ _opts_registered = False
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_query(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a list, get, count or stats command and return its output."""
     return _serve(QUERY_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_change(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a create, update, delete or flush command and return its output."""
     return _serve(CHANGE_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_batch(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a batch (``-R -``) whose lines are rendered from validated commands."""
     return _serve(BATCH_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_events(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Capture events (``-E``) for the command's bounded duration."""
     return _serve(EVENT_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def read_chunk(handle: Any, index: Any) -> str:
     """Return piece ``index`` of the output kept under ``handle``.
 
@@ -128,6 +134,7 @@ def read_chunk(handle: Any, index: Any) -> str:
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def release(handle: Any) -> bool:
     """Drop the output kept under ``handle``; return whether it was there."""
     key = _check_handle(handle)
