@@ -23,6 +23,7 @@ chunked reply never comes close.  Unreleased output expires after
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import secrets
 import threading
@@ -35,7 +36,7 @@ from oslo_config import cfg
 
 from conntrack_lib import commands, netns, opts, privileged
 from conntrack_lib import exceptions as exc
-from conntrack_lib.privileged import errors
+from conntrack_lib.privileged import bounding, errors
 
 QUERY_KINDS = frozenset({"list", "get", "count", "stats"})
 CHANGE_KINDS = frozenset({"create", "update", "delete", "flush"})
@@ -90,6 +91,8 @@ class _Spool:
 _spools: collections.OrderedDict[str, _Spool] = collections.OrderedDict()
 _spools_lock = threading.Lock()
 _opts_registered = False
+_checked = threading.local()
+LOG = logging.getLogger(__name__)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
@@ -146,6 +149,7 @@ def _serve(
     kinds: Collection[str], data: Any, namespace: Any, timeout: Any, chunk_size: Any
 ) -> Reply:
     command = _rebuild(data, kinds)
+    _check_bounding_set()
     ns = None if namespace is None else netns.validate_name(namespace)
     limit = _check_timeout(timeout)
     size = _check_chunk_size(chunk_size)
@@ -205,6 +209,22 @@ def _check_chunk_size(size: Any) -> int:
     if not 1 <= size <= opts.MAX_CHUNK_SIZE:
         raise exc.InvalidArgumentError("chunk_size", size, f"must be in 1..{opts.MAX_CHUNK_SIZE}")
     return size
+
+
+def _check_bounding_set() -> None:
+    """Warn once per thread when children would get more than the two capabilities.
+
+    That happens when the daemon was started by plain ``privsep-helper``
+    instead of ``conntrack-lib-privsep-helper`` (see docs/deployment.rst).
+    """
+    if getattr(_checked, "done", False):
+        return
+    _checked.done = True
+    extra = bounding.bounding_set() - bounding.KEEP
+    if extra:
+        LOG.warning("conntrack children may gain %d capabilities beyond CAP_NET_ADMIN and "
+                    "CAP_SYS_ADMIN: start the daemon with conntrack-lib-privsep-helper",
+                    len(extra))
 
 
 def _configured_binary() -> str:

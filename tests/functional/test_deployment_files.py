@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SUDOERS = ROOT / "etc" / "sudoers.d" / "conntrack-lib"
 FILTERS = ROOT / "etc" / "conntrack_lib" / "rootwrap.d" / "conntrack-lib.filters"
 ROOTWRAP_CONF = ROOT / "etc" / "conntrack_lib" / "rootwrap.conf"
-SHIPPED_HELPER = "/usr/local/bin/privsep-helper"
+SHIPPED_HELPER = "/usr/local/bin/conntrack-lib-privsep-helper"
 CONFIG = "/etc/conntrack_lib/conntrack_lib.conf"
 SUDO = shutil.which("sudo") or "/usr/bin/sudo"
 EVIL = "/tmp/evil.conf"
@@ -36,8 +36,8 @@ EVIL = "/tmp/evil.conf"
 
 def _helper() -> str:
     """Return the privsep-helper of this interpreter (an existing file)."""
-    helper = pathlib.Path(sys.executable).parent / "privsep-helper"
-    assert helper.is_file(), f"no privsep-helper next to {sys.executable}"
+    helper = pathlib.Path(sys.executable).parent / "conntrack-lib-privsep-helper"
+    assert helper.is_file(), f"no conntrack-lib-privsep-helper next to {sys.executable}"
     return str(helper)
 
 

@@ -167,3 +167,22 @@ def test_child_killed_by_signal_maps_like_shell_exit(
 def test_signal_exit_leaves_normal_codes() -> None:
     assert executor.signal_exit(1, "x") == (1, "x")
     assert executor.signal_exit(-11, "boom")[0] == 139
+
+
+# -- the capability bounding set ----------------------------------------------
+
+def test_helper_refuses_to_start_when_the_bounding_set_cannot_shrink(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conntrack_lib.privileged import bounding  # noqa: PLC0415
+    from oslo_privsep import daemon  # noqa: PLC0415
+
+    def refuse(*_args: Any) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    started: list[bool] = []
+    monkeypatch.setattr(bounding, "drop_bounding_set", refuse)
+    monkeypatch.setattr(daemon, "helper_main", lambda: started.append(True))
+    with pytest.raises(SystemExit) as info:
+        bounding.helper_main()
+    assert "Operation not permitted" in str(info.value.code)
+    assert started == []
