@@ -143,7 +143,7 @@ def test_packable_error_passes_unchanged() -> None:
 
 
 def test_wire_safe_keeps_the_exported_name() -> None:
-    from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415
+    from conntrack_lib.privileged import conntrack as priv
 
     # oslo.privsep sends module.function of what @entrypoint wrapped.
     assert executor._name(priv.release) == "release"
@@ -173,8 +173,9 @@ def test_signal_exit_leaves_normal_codes() -> None:
 
 def test_helper_refuses_to_start_when_the_bounding_set_cannot_shrink(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from conntrack_lib.privileged import bounding  # noqa: PLC0415
-    from oslo_privsep import daemon  # noqa: PLC0415
+    from oslo_privsep import daemon
+
+    from conntrack_lib.privileged import bounding
 
     def refuse(*_args: Any) -> None:
         raise OSError(1, "Operation not permitted")
