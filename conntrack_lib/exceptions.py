@@ -18,7 +18,7 @@ CLIP_TAIL = 32 * 1024
 _CLIP_SLACK = 200
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """Return a short repr of ``value`` that never fails (huge ints refuse repr)."""
     try:
         text = repr(value)
@@ -41,7 +41,7 @@ class InvalidArgumentError(ConntrackError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.field}={_shown(self.value)}: {self.reason}"
+        return f"{self.field}={shown(self.value)}: {self.reason}"
 
 
 class ZoneError(ConntrackError):
@@ -57,7 +57,7 @@ class InvalidZoneError(ZoneError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"zone {_shown(self.zone)}: {self.reason}"
+        return f"zone {shown(self.zone)}: {self.reason}"
 
 
 class ZoneExhaustedError(ZoneError):

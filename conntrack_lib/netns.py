@@ -102,8 +102,8 @@ def ensure_exists(name: str, cmd: Sequence[str] = ()) -> str:
 
     :raises NamespaceNotFoundError: nothing usable is mounted at /run/netns/NAME.
     """
-    fd = open_namespace(name, cmd)
-    os.close(fd)
+    if not exists(name):
+        raise _not_a_namespace(name, cmd, "missing, or not a network namespace")
     return namespace_path(name)
 
 

@@ -44,10 +44,13 @@ def describe(error: BaseException) -> str:
 def wire_safe(func: _F) -> _F:
     """Wrap an entrypoint so that what it raises always reaches the caller.
 
-    An error whose ``args`` pack is raised unchanged; any other becomes a
-    ``CommandError`` whose stderr names the entrypoint and the original
-    error.  Apply it under ``@entrypoint`` so the wrapped function keeps
-    the name oslo.privsep exports.
+    An error whose ``args`` pack is raised unchanged.  A conntrack_lib
+    error whose arguments do not is raised again as the same class, each
+    unpackable argument replaced by its short ``repr`` (an
+    ``InvalidArgumentError`` naming a command object stays one).  Any
+    other becomes a ``CommandError`` whose stderr names the entrypoint and
+    the original error.  Apply it under ``@entrypoint`` so the wrapped
+    function keeps the name oslo.privsep exports.
     """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,9 +59,22 @@ def wire_safe(func: _F) -> _F:
         except Exception as error:
             if packable(list(error.args)):
                 raise
-            raise exceptions.CommandError(
-                (func.__name__,), None, "",
-                f"{describe(error)} (its arguments cannot be sent back from "
-                "the privsep daemon)\n",
-            ) from error
+            raise _packable_twin(error, func.__name__) from error
     return wrapper  # type: ignore[return-value]
+
+
+def _packable_twin(error: Exception, entry: str) -> Exception:
+    """Return an error that says what ``error`` says and crosses the wire."""
+    if isinstance(error, exceptions.ConntrackError):
+        shown = [arg if packable(arg) else exceptions.shown(arg) for arg in error.args]
+        try:
+            twin = type(error)(*shown)
+        except Exception:  # noqa: S110 - a class that refuses its own args falls through
+            pass
+        else:
+            if packable(list(twin.args)):
+                return twin
+    return exceptions.CommandError(
+        (entry,), None, "",
+        f"{describe(error)} (its arguments cannot be sent back from the privsep daemon)\n",
+    )

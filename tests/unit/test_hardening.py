@@ -125,14 +125,21 @@ def _raises(error: Exception) -> Any:
     return errors.wire_safe(entry)
 
 
-def test_unpackable_error_becomes_command_error_naming_it() -> None:
+def test_unpackable_conntrack_error_keeps_its_class() -> None:
+    with pytest.raises(exc.InvalidArgumentError) as info:
+        _raises(exc.InvalidArgumentError("commands", commands.ListCommand(), "bad"))()
+    err = info.value
+    assert err.field == "commands" and err.value == "ListCommand()"
+    msgpack.packb(list(err.args), use_bin_type=True)  # crosses the wire now
+
+
+def test_unpackable_foreign_error_becomes_command_error_naming_it() -> None:
     with pytest.raises(exc.CommandError) as info:
-        _raises(exc.InvalidArgumentError("flows", {1, 2}, "bad"))()
+        _raises(LookupError({1, 2}))()
     err = info.value
     assert type(err) is exc.CommandError
-    assert "conntrack_lib.exceptions.InvalidArgumentError" in err.stderr
-    assert "flows" in err.stderr
-    msgpack.packb(list(err.args), use_bin_type=True)  # crosses the wire now
+    assert "builtins.LookupError" in err.stderr and "{1, 2}" in err.stderr
+    msgpack.packb(list(err.args), use_bin_type=True)
 
 
 def test_packable_error_passes_unchanged() -> None:
