@@ -162,6 +162,16 @@ class CommandTimeoutError(CommandError):
         super().__init__(cmd, exit_code, clip(stdout), clip(stderr))
 
 
+class OutputUnavailableError(CommandError):
+    """The daemon cannot hold, or no longer holds, a command's output.
+
+    Raised when the daemon's limits on long outputs or event streams are
+    reached (nothing held is ever evicted for a newcomer), and when an
+    output was released, left unread too long, or lost with a restarted
+    daemon.  The message says which.
+    """
+
+
 class ParseError(ConntrackError):
     """Output that the parser cannot read (strict mode)."""
 
@@ -185,6 +195,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidZoneError",
     "NamespaceNotFoundError",
+    "OutputUnavailableError",
     "ParseError",
     "PermissionDeniedError",
     "ZoneError",

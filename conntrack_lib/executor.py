@@ -28,7 +28,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from oslo_config import cfg
@@ -440,7 +441,7 @@ class PrivsepExecutor(_Configured):
         except exc.CommandError:
             self._release(handle)
             raise
-        return self._lines(head, handle, chunks)
+        return SpooledLines(self, head, handle, chunks)
 
     def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
         """Delete exact flows over ctnetlink in the daemon; one errno per flow.
@@ -458,24 +459,28 @@ class PrivsepExecutor(_Configured):
         return _delete_in_chunks(entries, lambda flows: self._call(
             priv_netlink.delete_flows, namespace, flows, idempotent=True))
 
-    def _lines(self, head: str, handle: str | None, chunks: int) -> Iterator[str]:
+    def _lines(self, head: str, handle: str | None, chunks: int) -> Generator[str, None, None]:
         pending = ""
-        for piece in itertools.chain((head,), self._drain(handle, chunks)):
+        for piece in itertools.chain((head,), self._chunks(handle, chunks)):
             lines = (pending + piece).split("\n")
             pending = lines.pop()
             yield from lines
         if pending:
             yield pending
 
-    def _drain(self, handle: str | None, chunks: int) -> Iterator[str]:
-        """Yield chunks 1.. of a spooled output, then release it."""
+    def _chunks(self, handle: str | None, chunks: int) -> Iterator[str]:
+        """Yield chunks 1.. of a spooled output (the caller releases it)."""
         if handle is None:
             return
         from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415 - lazy
 
+        for index in range(1, chunks):
+            yield self._call(priv.read_chunk, handle, index, idempotent=True)
+
+    def _drain(self, handle: str | None, chunks: int) -> Iterator[str]:
+        """Yield chunks 1.. of a spooled output, then release it."""
         try:
-            for index in range(1, chunks):
-                yield self._call(priv.read_chunk, handle, index, idempotent=True)
+            yield from self._chunks(handle, chunks)
         finally:
             self._release(handle)
 
@@ -581,6 +586,48 @@ class PrivsepExecutor(_Configured):
         LOG.warning("privsep daemon connection lost (%s); restarting it", err)
         with self._lock:
             _stop(privileged.default)
+
+
+class SpooledLines(Iterator[str]):
+    """The lines of one listing whose output the daemon holds.
+
+    The daemon's copy is released as soon as the last line was read, the
+    iterator is closed, or it is garbage-collected unread (then from a short
+    background thread, so a collection that happens inside a privsep call
+    cannot deadlock on the executor's lock).
+    """
+
+    def __init__(self, owner: PrivsepExecutor, head: str, handle: str | None,
+                 chunks: int) -> None:
+        self._owner = owner
+        self._handle = handle
+        self._lines = owner._lines(head, handle, chunks)
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if handle is not None:
+            self._finalizer = weakref.finalize(self, _release_in_background, owner, handle)
+            self._finalizer.atexit = False  # a dying agent needs no round trip
+
+    def __iter__(self) -> SpooledLines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop reading and release the daemon's copy of the output now."""
+        self._lines.close()
+        if self._finalizer is not None and self._finalizer.detach() is not None:
+            self._owner._release(self._handle)
+
+
+def _release_in_background(owner: PrivsepExecutor, handle: str) -> None:
+    thread = threading.Thread(target=owner._release, args=(handle,),
+                              name="conntrack-release", daemon=True)
+    thread.start()
 
 
 def _name(entry: Any) -> str:

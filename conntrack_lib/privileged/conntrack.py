@@ -16,8 +16,14 @@ Replies are primitives only::
 longer, the rest stays in the daemon under the random ``handle`` and is read
 with :func:`read_chunk` (chunk 0 is ``stdout_head``) and freed with
 :func:`release`.  A privsep reply over 100 MiB would hang the channel; a
-chunked reply never comes close.  Unreleased output expires after
-:data:`SPOOL_TTL` seconds, and at most :data:`MAX_SPOOLS` are kept.
+chunked reply never comes close.
+
+Limits on held output: at most :data:`MAX_SPOOLS` outputs and
+:data:`MAX_SPOOL_CHARS` characters in all.  A new output past either limit
+is refused with :class:`~conntrack_lib.exceptions.OutputUnavailableError`;
+an output being read is never evicted for a newcomer.  An output left
+unread for :data:`SPOOL_TTL` seconds is dropped (each read restarts that
+clock), and so is one whose client released it or was collected.
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ CHANGE_KINDS = frozenset({"create", "update", "delete", "flush"})
 BATCH_KINDS = frozenset({"batch"})
 EVENT_KINDS = frozenset({"events"})
 
-#: Seconds unreleased output is kept in the daemon.
+#: Seconds an output may sit unread in the daemon before it is dropped.
 SPOOL_TTL = 300.0
-#: Most outputs kept at once; the oldest is dropped first.
-MAX_SPOOLS = 8
+#: Most outputs held at once; one more is refused, none is evicted.
+MAX_SPOOLS = 32
+#: Most characters all held outputs may total (ASCII: bytes of daemon memory).
+MAX_SPOOL_CHARS = 512 * 1024 * 1024
 #: Longest timeout an entrypoint accepts, in seconds.
 MAX_TIMEOUT = 24 * 3600.0
 #: stderr beyond this many characters is cut from the front (the end says why).
@@ -128,11 +136,15 @@ def run_events(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> R
 def read_chunk(handle: Any, index: Any) -> str:
     """Return piece ``index`` of the output kept under ``handle``.
 
-    :raises InvalidArgumentError: unknown or expired handle, bad index.
+    Each read keeps the output for another :data:`SPOOL_TTL` seconds.
+
+    :raises InvalidArgumentError: malformed handle, bad index.
+    :raises OutputUnavailableError: the output is not held (any more).
     """
     spool = _find_spool(handle)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < spool.chunks:
         raise exc.InvalidArgumentError("index", index, f"must be in 0..{spool.chunks - 1}")
+    spool.expires = time.monotonic() + SPOOL_TTL
     return spool.chunk(index)
 
 
@@ -241,16 +253,27 @@ def _reply(output: netns.ProcessOutput, argv: tuple[str, ...], chunk_size: int) 
     if len(output.stdout) <= chunk_size:
         return (output.exit_code, output.stdout, stderr, argv, None, 1)
     spool = _Spool(output.stdout, chunk_size, time.monotonic() + SPOOL_TTL)
-    handle = _store(spool)
+    handle = _store(spool, argv)
     return (output.exit_code, spool.chunk(0), stderr, argv, handle, spool.chunks)
 
 
-def _store(spool: _Spool) -> str:
+def _store(spool: _Spool, argv: tuple[str, ...] = ()) -> str:
+    """Hold ``spool`` under a new handle, or refuse: nothing held is evicted.
+
+    :raises OutputUnavailableError: :data:`MAX_SPOOLS` outputs or
+        :data:`MAX_SPOOL_CHARS` characters are already held.
+    """
     handle = secrets.token_hex(16)
     with _spools_lock:
         _expire_locked()
-        while len(_spools) >= MAX_SPOOLS:
-            _spools.popitem(last=False)
+        held = sum(len(kept.text) for kept in _spools.values())
+        if len(_spools) >= MAX_SPOOLS or held + len(spool.text) > MAX_SPOOL_CHARS:
+            raise exc.OutputUnavailableError(
+                argv, None, "",
+                f"the privsep daemon already holds {len(_spools)} long outputs "
+                f"({held} characters; limits: {MAX_SPOOLS} outputs, {MAX_SPOOL_CHARS} "
+                f"characters); this output of {len(spool.text)} characters was dropped: "
+                "finish or close other listings and retry\n")
         _spools[handle] = spool
     return handle
 
@@ -261,7 +284,10 @@ def _find_spool(handle: Any) -> _Spool:
         _expire_locked()
         spool = _spools.get(key)
     if spool is None:
-        raise exc.InvalidArgumentError("handle", key, "unknown or expired output handle")
+        raise exc.OutputUnavailableError(
+            ("read_chunk",), None, "",
+            f"output {key} is not held by the privsep daemon: released, unread for "
+            f"more than {SPOOL_TTL:g} s, or lost when the daemon restarted\n")
     return spool
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -194,3 +195,82 @@ def test_helper_refuses_to_start_when_the_bounding_set_cannot_shrink(
         bounding.helper_main()
     assert "Operation not permitted" in str(info.value.code)
     assert started == []
+
+
+# -- spools: released when the listing is closed or collected ----------------
+
+@pytest.fixture
+def daemon_in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Run entrypoints in-process; every listing prints 300 lines."""
+    from oslo_config import cfg  # noqa: PLC0415
+
+    from conntrack_lib import opts, privileged  # noqa: PLC0415
+    from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415
+
+    monkeypatch.setattr(privileged.default, "client_mode", False)
+    text = "".join(f"udp      17 99 src=10.0.{i // 250}.{i % 250} dst=10.9.0.1 sport=1 "
+                   f"dport=2 use=1\n" for i in range(300))
+    monkeypatch.setattr(netns, "run", lambda *a, **k: netns.ProcessOutput(0, text, ""))
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf.set_override("chunk_size", 100, group="conntrack_lib")
+    priv._spools.clear()
+    yield executor.PrivsepExecutor(conf=conf), priv
+    priv._spools.clear()
+
+
+def _wait_empty(spools: Any) -> bool:
+    deadline = time.monotonic() + 5
+    while spools and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not spools
+
+
+def test_closed_listing_releases_its_spool_at_once(daemon_in_process: Any) -> None:
+    run, priv = daemon_in_process
+    lines = run.iter_lines(LIST)
+    assert next(lines).startswith("udp")  # still inside the first chunk
+    assert len(priv._spools) == 1
+    lines.close()
+    assert priv._spools == {}
+
+
+def test_collected_listing_releases_its_spool(daemon_in_process: Any) -> None:
+    run, priv = daemon_in_process
+    lines = run.iter_lines(LIST)
+    next(lines)
+    del lines
+    assert _wait_empty(priv._spools)
+    never_started = run.iter_lines(LIST)
+    del never_started
+    assert _wait_empty(priv._spools)
+
+
+def test_abandoned_listings_never_break_a_live_one(daemon_in_process: Any) -> None:
+    run, priv = daemon_in_process
+    live = run.iter_lines(LIST)
+    first = next(live)
+    for _ in range(3 * priv.MAX_SPOOLS):  # listings abandoned in their first chunk
+        abandoned = run.iter_lines(LIST)
+        next(abandoned)
+        del abandoned
+        assert _wait_empty_but(priv._spools, 1)
+    rest = list(live)
+    assert len([first, *rest]) == 300
+    assert _wait_empty(priv._spools)
+
+
+def _wait_empty_but(spools: Any, keep: int) -> bool:
+    deadline = time.monotonic() + 5
+    while len(spools) > keep and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(spools) == keep
+
+
+def test_too_many_live_listings_is_a_typed_refusal(daemon_in_process: Any) -> None:
+    run, priv = daemon_in_process
+    live = [run.iter_lines(LIST) for _ in range(priv.MAX_SPOOLS)]
+    with pytest.raises(exc.OutputUnavailableError) as info:
+        run.iter_lines(LIST)
+    assert "already holds" in str(info.value)
+    assert all(len(list(lines)) == 300 for lines in live)  # none was evicted
