@@ -202,10 +202,10 @@ def test_helper_refuses_to_start_when_the_bounding_set_cannot_shrink(
 @pytest.fixture
 def daemon_in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Run entrypoints in-process; every listing prints 300 lines."""
-    from oslo_config import cfg  # noqa: PLC0415
+    from oslo_config import cfg
 
-    from conntrack_lib import opts, privileged  # noqa: PLC0415
-    from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415
+    from conntrack_lib import opts, privileged
+    from conntrack_lib.privileged import conntrack as priv
 
     monkeypatch.setattr(privileged.default, "client_mode", False)
     text = "".join(f"udp      17 99 src=10.0.{i // 250}.{i % 250} dst=10.9.0.1 sport=1 "
