@@ -204,6 +204,7 @@ def run(
     timeout: float,
     stdin: str | None = None,
     duration: float | None = None,
+    max_stdout: int | None = None,
 ) -> ProcessOutput:
     """Run ``argv`` (no shell) and return its exit code and output.
 
@@ -211,8 +212,11 @@ def run(
     so one exit-code interpreter handles every path.  With ``duration`` the
     child (a bounded ``-E``) gets SIGTERM after that many seconds.
 
+    :param max_stdout: most characters of stdout to collect; past it the
+        child is killed (``None``: no limit).
     :raises CommandTimeoutError: still running after ``timeout`` seconds;
         the child has been killed.
+    :raises OutputUnavailableError: stdout grew past ``max_stdout``.
     """
     try:
         proc = subprocess.Popen(
@@ -230,7 +234,7 @@ def run(
     except PermissionError as err:
         return ProcessOutput(EXIT_CANNOT_EXECUTE, "", f"{argv[0]}: {err.strerror}")
     with proc:
-        return _communicate(proc, argv, stdin, timeout, duration)
+        return _communicate(proc, argv, stdin, timeout, duration, max_stdout=max_stdout)
 
 
 def _communicate(
@@ -239,6 +243,8 @@ def _communicate(
     stdin: str | None,
     timeout: float,
     duration: float | None,
+    *,
+    max_stdout: int | None = None,
 ) -> ProcessOutput:
     # Timers rather than communicate(timeout=...): with a timeout, Popen.wait
     # polls with sleeps, which adds about a millisecond to every command.
@@ -255,7 +261,10 @@ def _communicate(
         timer.daemon = True
         timer.start()
     try:
-        out, err = proc.communicate(stdin)
+        if max_stdout is None:
+            out, err = proc.communicate(stdin)
+        else:
+            out, err = _collect_bounded(proc, argv, max_stdout)
     finally:
         for timer in timers:
             timer.cancel()
@@ -267,6 +276,30 @@ def _communicate(
     return ProcessOutput(proc.returncode, out, err)
 
 
+def _collect_bounded(proc: subprocess.Popen[str], argv: Sequence[str],
+                     limit: int) -> tuple[str, str]:
+    """Read a child's stdout to its end, killing it past ``limit`` characters."""
+    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
+    errors: list[str] = []
+    drain = threading.Thread(target=lambda: errors.append(_read_all(proc)), daemon=True)
+    drain.start()
+    pieces: list[str] = []
+    total = 0
+    while piece := proc.stdout.read(65536):
+        total += len(piece)
+        if total > limit:
+            proc.kill()
+            proc.wait()
+            drain.join()
+            raise exc.OutputUnavailableError(
+                tuple(argv), None, "", f"more than {limit} characters of output: the "
+                "command was stopped (stream events with ConntrackHelper.events())\n")
+        pieces.append(piece)
+    proc.wait()
+    drain.join()
+    return "".join(pieces), "".join(errors)
+
+
 class LineStream:
     """Run ``argv`` and yield its stdout lines as they arrive.
 
@@ -275,9 +308,11 @@ class LineStream:
     :class:`CommandTimeoutError`.  Leaving the loop early kills the child.
     """
 
-    def __init__(self, argv: Sequence[str], *, timeout: float) -> None:
+    def __init__(self, argv: Sequence[str], *, timeout: float,
+                 duration: float | None = None) -> None:
         self.argv = tuple(argv)
         self.timeout = timeout
+        self.duration = duration
         self.exit_code: int | None = None
         self.stderr = ""
 
@@ -301,11 +336,17 @@ class LineStream:
             proc.kill()
 
         timer = threading.Timer(self.timeout, expire)
+        # A bounded -E gets SIGTERM after its duration, to print its summary.
+        stop = threading.Timer(self.duration if self.duration is not None else 0.0,
+                               proc.send_signal, (signal.SIGTERM,))
         errors: list[str] = []
         # stderr is drained in a thread so a chatty child cannot block on a
         # full pipe while we read stdout.
         drain = threading.Thread(target=lambda: errors.append(_read_all(proc)), daemon=True)
         timer.start()
+        if self.duration is not None and self.duration < self.timeout:
+            stop.daemon = True
+            stop.start()
         drain.start()
         try:
             assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
@@ -314,6 +355,7 @@ class LineStream:
             proc.wait()
         finally:
             timer.cancel()
+            stop.cancel()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()

@@ -57,6 +57,8 @@ MAX_SPOOLS = 32
 MAX_SPOOL_CHARS = 512 * 1024 * 1024
 #: Longest timeout an entrypoint accepts, in seconds.
 MAX_TIMEOUT = 24 * 3600.0
+#: Most characters of stdout a whole ``-E`` capture (run_events) may print.
+MAX_CAPTURE = 64 * 1024 * 1024
 #: stderr beyond this many characters is cut from the front (the end says why).
 MAX_STDERR = 1024 * 1024
 
@@ -168,7 +170,10 @@ def _serve(
     stdin = _batch_text(command) if command.kind == "batch" else None
     duration = _duration(command) if command.kind == "events" else None
     argv = netns.build_argv(command, _configured_binary(), ns)
-    output = netns.run(argv, timeout=limit, stdin=stdin, duration=duration)
+    # A capture in one reply is capped; ConntrackHelper.events() streams
+    # without a cap through privileged/events.py.
+    cap = {"max_stdout": MAX_CAPTURE} if duration is not None else {}
+    output = netns.run(argv, timeout=limit, stdin=stdin, duration=duration, **cap)
     return _reply(output, argv, size)
 
 

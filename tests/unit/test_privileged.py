@@ -94,7 +94,8 @@ def test_batch_text_goes_to_stdin(runner: mock.Mock) -> None:
 
 def test_events_get_their_duration(runner: mock.Mock) -> None:
     priv.run_events(commands.EventsCommand(duration=2.5).to_primitive(), None, 5, 1024)
-    assert runner.call_args.kwargs == {"timeout": 5.0, "stdin": None, "duration": 2.5}
+    assert runner.call_args.kwargs == {"timeout": 5.0, "stdin": None, "duration": 2.5,
+                                       "max_stdout": priv.MAX_CAPTURE}
 
 
 HOSTILE_COMMANDS = [
