@@ -24,7 +24,8 @@ from conntrack_lib.models import Event
 from conntrack_lib.privileged import conntrack as priv
 from conntrack_lib.privileged import events as priv_events
 
-FLOOD = "#!/bin/sh\nexec /usr/bin/yes '[NEW] udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2'\n"
+FLOOD = ("#!/bin/sh\n"
+         "exec /usr/bin/yes '[NEW] udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2'\n")
 
 
 def _create_later(helper: ConntrackHelper, count: int, delay: float) -> threading.Thread:
