@@ -90,9 +90,9 @@ def agent_user() -> Iterator[str]:
 def installed_rule(agent_user: str) -> Iterator[str]:
     """Install the shipped sudoers rule for the test user and this venv's helper."""
     text = SUDOERS.read_text(encoding="utf-8")
-    assert "= neutron\n" in text and f"{SHIPPED_HELPER} ^" in text
+    assert "= neutron\n" in text and f"PRIVSEP = {SHIPPED_HELPER} " in text
     text = text.replace("= neutron\n", f"= {agent_user}\n").replace(
-        f"{SHIPPED_HELPER} ^", f"{_helper()} ^")
+        f"PRIVSEP = {SHIPPED_HELPER} ", f"PRIVSEP = {_helper()} ")
     path = pathlib.Path(f"/etc/sudoers.d/ctlt-{os.getpid()}")
     path.write_text(text, encoding="utf-8")
     try:
