@@ -231,7 +231,13 @@ class ConntrackHelper:
         """
         command = _list_command(filters)
         lines = self.executor.iter_lines(command, namespace=self.namespace)
-        yield from parser.iter_entries(lines)
+        try:
+            yield from parser.iter_entries(lines)
+        finally:
+            # Closing this generator releases the daemon's copy at once.
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
 
     def list_entries(self, **filters: Any) -> list[Entry]:
         """Return the entries matching ``filters``.
