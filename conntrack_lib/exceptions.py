@@ -11,9 +11,14 @@ from collections.abc import Sequence
 
 #: Longest rendering of a rejected value in a message.
 MAX_SHOWN = 200
+#: Characters of output a timeout error keeps from the start and from the end.
+CLIP_HEAD = 32 * 1024
+CLIP_TAIL = 32 * 1024
+# Room for the marker line, so clipping clipped text changes nothing.
+_CLIP_SLACK = 200
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """Return a short repr of ``value`` that never fails (huge ints refuse repr)."""
     try:
         text = repr(value)
@@ -36,7 +41,7 @@ class InvalidArgumentError(ConntrackError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.field}={_shown(self.value)}: {self.reason}"
+        return f"{self.field}={shown(self.value)}: {self.reason}"
 
 
 class ZoneError(ConntrackError):
@@ -52,7 +57,7 @@ class InvalidZoneError(ZoneError, ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"zone {_shown(self.zone)}: {self.reason}"
+        return f"zone {shown(self.zone)}: {self.reason}"
 
 
 class ZoneExhaustedError(ZoneError):
@@ -125,8 +130,46 @@ class ConntrackUnavailableError(CommandError):
     """The conntrack binary or the kernel's conntrack support is missing."""
 
 
+def clip(text: str, head: int = CLIP_HEAD, tail: int = CLIP_TAIL) -> str:
+    """Return ``text`` cut to its first ``head`` and last ``tail`` characters.
+
+    A marker line between the two says how many characters were left out
+    of how many.  Text short enough is returned unchanged, and so is text
+    clipped before: clipping is idempotent.
+    """
+    if len(text) <= head + tail + _CLIP_SLACK:
+        return text
+    omitted = len(text) - head - tail
+    return (f"{text[:head]}\n[... {omitted} of {len(text)} characters omitted ...]\n"
+            f"{text[len(text) - tail:]}")
+
+
 class CommandTimeoutError(CommandError):
-    """The command ran past its timeout and was killed."""
+    """The command ran past its timeout and was killed.
+
+    It keeps only the head and the tail of stdout and stderr (see
+    :func:`clip`), with the total size: the output of a killed listing can
+    be far larger than a privsep reply may grow.
+    """
+
+    def __init__(
+        self,
+        cmd: Sequence[str] | str = (),
+        exit_code: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(cmd, exit_code, clip(stdout), clip(stderr))
+
+
+class OutputUnavailableError(CommandError):
+    """The daemon cannot hold, or no longer holds, a command's output.
+
+    Raised when the daemon's limits on long outputs or event streams are
+    reached (nothing held is ever evicted for a newcomer), and when an
+    output was released, left unread too long, or lost with a restarted
+    daemon.  The message says which.
+    """
 
 
 class ParseError(ConntrackError):
@@ -152,6 +195,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidZoneError",
     "NamespaceNotFoundError",
+    "OutputUnavailableError",
     "ParseError",
     "PermissionDeniedError",
     "ZoneError",

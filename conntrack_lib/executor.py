@@ -24,9 +24,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from oslo_config import cfg
@@ -112,12 +114,34 @@ def interpret(
     :raises CommandError: any other non-zero exit.
     """
     argv = tuple(cmd)
+    exit_code, stderr = signal_exit(exit_code, stderr)
     if exit_code == constants.EXIT_OK:
         return Result(exit_code, stdout, stderr, _success_count(command, stdout, stderr), argv)
     error = _error_class(exit_code, stderr, command)
     if error is None:
         return Result(exit_code, stdout, stderr, 0, argv)
     raise error(argv, exit_code, stdout, stderr)
+
+
+def signal_exit(exit_code: int, stderr: str) -> tuple[int, str]:
+    """Map a death by signal N (``Popen`` reports -N) to exit ``128 + N``.
+
+    A shell reports a killed child that way, and nsenter execs conntrack
+    in place, so both paths then give one exit code the same meaning (139,
+    SIGSEGV, is a crash).  stderr gains a line naming the signal.
+
+    :returns: the exit code and stderr to interpret.
+    """
+    if exit_code >= 0:
+        return exit_code, stderr
+    number = -exit_code
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    note = f"conntrack was killed by {name} ({number})\n"
+    sep = "" if not stderr or stderr.endswith("\n") else "\n"
+    return 128 + number, f"{stderr}{sep}{note}"
 
 
 def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandError] | None:
@@ -249,6 +273,12 @@ class _Configured:
         return limit
 
 
+def _require_events(command: Any) -> None:
+    if command.kind != "events":
+        raise exc.InvalidArgumentError("command", command.kind,
+                                       "iter_events needs an events command")
+
+
 def _require_list(command: Any) -> None:
     if command.kind not in _LIST_KINDS:
         raise exc.InvalidArgumentError("command", command.kind, "iter_lines needs a list command")
@@ -296,6 +326,19 @@ class ProcessExecutor(_Configured):
         argv = netns.build_argv(command, self.binary, namespace)
         return self._stream(command, argv, self.timeout_for(command, timeout))
 
+    def iter_events(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Run an events command and yield its lines as conntrack prints them.
+
+        The child gets SIGTERM after the command's duration; its exit status
+        is checked after the last line.  Closing the iterator kills it.
+        """
+        _require_events(command)
+        argv = netns.build_argv(command, self.binary, namespace)
+        limit = self.timeout_for(command, timeout)
+        return self._stream(command, argv, limit, float(command.duration))
+
     def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
         """Delete exact flows over ctnetlink; return one errno per flow.
 
@@ -308,9 +351,10 @@ class ProcessExecutor(_Configured):
         return _delete_in_chunks(
             entries, lambda flows: priv_netlink._delete_flows_impl(namespace, flows))
 
-    def _stream(self, command: Any, argv: tuple[str, ...], limit: float) -> Iterator[str]:
+    def _stream(self, command: Any, argv: tuple[str, ...], limit: float,
+                duration: float | None = None) -> Iterator[str]:
         started = time.monotonic()
-        stream = netns.LineStream(argv, timeout=limit)
+        stream = netns.LineStream(argv, timeout=limit, duration=duration)
         try:
             yield from stream
         except exc.CommandError as err:
@@ -390,7 +434,26 @@ class PrivsepExecutor(_Configured):
         except exc.CommandError:
             self._release(handle)
             raise
-        return self._lines(head, handle, chunks)
+        return SpooledLines(self, head, handle, chunks)
+
+    def iter_events(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Stream an events command's lines from the daemon as they arrive.
+
+        The daemon reads conntrack's output only as fast as this iterator
+        is consumed, in pieces of at most ``EVENTS_READ`` bytes, so its
+        memory stays bounded however long the capture runs (see
+        :mod:`conntrack_lib.privileged.events`).  Closing the iterator, or
+        dropping it, stops the capture.
+
+        :raises OutputUnavailableError: the daemon runs too many streams.
+        :raises CommandError: (from the iteration) conntrack failed.
+        """
+        _require_events(command)
+        if namespace is not None:
+            netns.validate_name(namespace)
+        return EventLines(self, command, namespace, self.timeout_for(command, timeout))
 
     def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
         """Delete exact flows over ctnetlink in the daemon; one errno per flow.
@@ -408,24 +471,28 @@ class PrivsepExecutor(_Configured):
         return _delete_in_chunks(entries, lambda flows: self._call(
             priv_netlink.delete_flows, namespace, flows, idempotent=True))
 
-    def _lines(self, head: str, handle: str | None, chunks: int) -> Iterator[str]:
+    def _lines(self, head: str, handle: str | None, chunks: int) -> Generator[str, None, None]:
         pending = ""
-        for piece in itertools.chain((head,), self._drain(handle, chunks)):
+        for piece in itertools.chain((head,), self._chunks(handle, chunks)):
             lines = (pending + piece).split("\n")
             pending = lines.pop()
             yield from lines
         if pending:
             yield pending
 
-    def _drain(self, handle: str | None, chunks: int) -> Iterator[str]:
-        """Yield chunks 1.. of a spooled output, then release it."""
+    def _chunks(self, handle: str | None, chunks: int) -> Iterator[str]:
+        """Yield chunks 1.. of a spooled output (the caller releases it)."""
         if handle is None:
             return
         from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415 - lazy
 
+        for index in range(1, chunks):
+            yield self._call(priv.read_chunk, handle, index, idempotent=True)
+
+    def _drain(self, handle: str | None, chunks: int) -> Iterator[str]:
+        """Yield chunks 1.. of a spooled output, then release it."""
         try:
-            for index in range(1, chunks):
-                yield self._call(priv.read_chunk, handle, index, idempotent=True)
+            yield from self._chunks(handle, chunks)
         finally:
             self._release(handle)
 
@@ -531,6 +598,159 @@ class PrivsepExecutor(_Configured):
         LOG.warning("privsep daemon connection lost (%s); restarting it", err)
         with self._lock:
             _stop(privileged.default)
+
+
+class SpooledLines(Iterator[str]):
+    """The lines of one listing whose output the daemon holds.
+
+    The daemon's copy is released as soon as the last line was read, the
+    iterator is closed, or it is garbage-collected unread (then from a short
+    background thread, so a collection that happens inside a privsep call
+    cannot deadlock on the executor's lock).
+    """
+
+    def __init__(self, owner: PrivsepExecutor, head: str, handle: str | None,
+                 chunks: int) -> None:
+        self._owner = owner
+        self._handle = handle
+        self._lines = owner._lines(head, handle, chunks)
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if handle is not None:
+            self._finalizer = weakref.finalize(self, _release_in_background, owner, handle)
+            self._finalizer.atexit = False  # a dying agent needs no round trip
+
+    def __iter__(self) -> SpooledLines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop reading and release the daemon's copy of the output now."""
+        self._lines.close()
+        if self._finalizer is not None and self._finalizer.detach() is not None:
+            self._owner._release(self._handle)
+
+
+#: Bytes of event output one round trip fetches at most.
+EVENTS_READ = 256 * 1024
+#: Seconds to pause after a read that found no new event, so a quiet
+#: stream does not keep a daemon worker thread busy.
+EVENTS_IDLE_PAUSE = 0.05
+
+
+@dataclasses.dataclass
+class _EventRun:
+    """What the reading loop of one event stream needs (no link to the iterator)."""
+
+    owner: PrivsepExecutor
+    command: Any
+    handle: str
+    argv: tuple[str, ...]
+    limit: float
+    started: float
+    finalizer: Any = None
+    result: Result | None = None
+
+
+class EventLines(Iterator[str]):
+    """The lines of one ``conntrack -E`` streamed through the daemon.
+
+    The capture is stopped in the daemon when the iterator is closed or
+    collected; after the last line the exit status is interpreted like any
+    other command's (:attr:`result` is then set).
+    """
+
+    def __init__(self, owner: PrivsepExecutor, command: Any, namespace: str | None,
+                 limit: float) -> None:
+        from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
+
+        started = time.monotonic()
+        try:
+            handle, argv = owner._call(events.start_events, _plain(command.to_primitive()),
+                                       namespace, limit, idempotent=False)
+        except exc.CommandError as err:
+            log_failure(err)
+            raise
+        self._run = _EventRun(owner, command, handle, tuple(argv), limit, started)
+        # The reading loop must not reference this iterator, or dropping it
+        # would wait for the cycle collector instead of stopping at once.
+        self._run.finalizer = weakref.finalize(self, _stop_in_background, owner, handle)
+        self._run.finalizer.atexit = False
+        self._lines = _follow_events(self._run)
+
+    @property
+    def result(self) -> Result | None:
+        """Return the interpreted outcome once the last line was read."""
+        return self._run.result
+
+    def __iter__(self) -> EventLines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the capture in the daemon now (idempotent)."""
+        self._lines.close()
+        if self._run.finalizer.detach() is not None:
+            _stop_stream(self._run.owner, self._run.handle)
+
+
+def _follow_events(run: _EventRun) -> Generator[str, None, None]:
+    from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
+
+    pending = ""
+    while True:
+        text, finished, code, stderr, timed_out = run.owner._call(
+            events.read_events, run.handle, EVENTS_READ, idempotent=False,
+            limit=events.READ_WAIT)
+        lines = (pending + text).split("\n")
+        pending = lines.pop()
+        yield from lines
+        if finished:
+            break
+        if not text:
+            time.sleep(EVENTS_IDLE_PAUSE)
+    run.finalizer.detach()  # the daemon already forgot the stream
+    if pending:
+        yield pending
+    if timed_out:
+        err = exc.CommandTimeoutError(
+            run.argv, code, "", f"{stderr}killed after the {run.limit:g} s timeout\n")
+        log_failure(err)
+        raise err
+    run.result = finish(run.argv, code if code is not None else -1, "", stderr,
+                        command=run.command, started=run.started)
+
+
+def _stop_stream(owner: PrivsepExecutor, handle: str) -> None:
+    from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
+
+    try:
+        owner._call(events.stop_events, handle, idempotent=True)
+    except (OSError, exc.ConntrackError) as err:
+        # An unread stream is stopped by the daemon after STREAM_IDLE anyway.
+        LOG.debug("could not stop event stream %s: %s", handle, err)
+
+
+def _stop_in_background(owner: PrivsepExecutor, handle: str) -> None:
+    threading.Thread(target=_stop_stream, args=(owner, handle),
+                     name="conntrack-events-stop", daemon=True).start()
+
+
+def _release_in_background(owner: PrivsepExecutor, handle: str) -> None:
+    thread = threading.Thread(target=owner._release, args=(handle,),
+                              name="conntrack-release", daemon=True)
+    thread.start()
 
 
 def _name(entry: Any) -> str:

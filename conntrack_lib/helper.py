@@ -20,10 +20,12 @@ from oslo_log import log as logging
 
 from conntrack_lib import commands, constants, matching, parser
 from conntrack_lib import exceptions as exc
-from conntrack_lib.models import CpuStats, Entry
+from conntrack_lib.models import CpuStats, Entry, Event
 from conntrack_lib.zones import AnyZoneStore, SQLiteZoneStore, ZoneAllocator
 
 LOG = logging.getLogger(__name__)
+#: Longest capture :meth:`ConntrackHelper.events` runs, in seconds.
+MAX_EVENTS_DURATION = 3600.0
 
 #: conntrack 1.4.7 aborts a bulk ``-U`` after about 256 updates (ENOBUFS).
 UPDATE_BULK_LIMIT = 200
@@ -253,14 +255,26 @@ class ConntrackHelper:
     # -- reading ---------------------------------------------------------
 
     def iter_entries(self, **filters: Any) -> Iterator[Entry]:
-        """Yield the entries matching ``filters`` as they are parsed."""
-        command = commands.ListCommand(**filters)
+        """Yield the entries matching ``filters`` as they are parsed.
+
+        :raises InvalidArgumentError: bad filters, or ``output`` asks for xml.
+        """
+        command = _list_command(filters)
         lines = self.executor.iter_lines(command, namespace=self.namespace)
-        yield from parser.iter_entries(lines)
+        try:
+            yield from parser.iter_entries(lines)
+        finally:
+            # Closing this generator releases the daemon's copy at once.
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
 
     def list_entries(self, **filters: Any) -> list[Entry]:
-        """Return the entries matching ``filters``."""
-        command = commands.ListCommand(**filters)
+        """Return the entries matching ``filters``.
+
+        :raises InvalidArgumentError: bad filters, or ``output`` asks for xml.
+        """
+        command = _list_command(filters)
         # parse_entries builds the list with the garbage collector held off,
         # a third cheaper than list(iter_entries(...)) on large tables.
         return parser.parse_entries(self.executor.iter_lines(command, namespace=self.namespace))
@@ -272,6 +286,39 @@ class ConntrackHelper:
             return int(result.count if result.count is not None
                        else parser.parse_count(result.stdout))
         return sum(1 for _ in self.iter_entries(**filters))
+
+    def events(self, *, duration: float | None = None, count: int | None = None,
+               event_mask: Sequence[str] = ("ALL",), **filters: Any) -> Iterator[Event]:
+        """Yield the conntrack events matching ``filters`` as they arrive.
+
+        The capture starts when this method is called and is streamed:
+        through the privsep daemon in bounded memory, whatever its length.
+        Closing the returned iterator (or dropping it) stops the capture.
+
+        :param duration: seconds to watch (0.001..3600); by default 10 s,
+            or the full 3600 s when ``count`` is given.
+        :param count: stop after this many events.
+        :param event_mask: event types to watch (``NEW``, ``UPDATE``,
+            ``DESTROY`` or ``ALL``).
+        :param filters: the filter keywords of :meth:`list_entries` that
+            ``conntrack -E`` accepts.
+        :returns: an iterator of :class:`~conntrack_lib.models.Event`.
+        :raises InvalidArgumentError: bad filters, duration or count.
+        :raises CommandError: (also from the iteration) conntrack failed.
+        """
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            raise exc.InvalidArgumentError("count", count, "must be a positive integer")
+        if duration is None:
+            duration = MAX_EVENTS_DURATION if count is not None else \
+                commands.EventsCommand.DEFAULT_DURATION
+        command = commands.EventsCommand(event_mask=event_mask, duration=duration, **filters)
+        stream = getattr(self.executor, "iter_events", None)
+        if stream is not None:
+            lines: Iterable[str] = stream(command, namespace=self.namespace)
+        else:  # an executor without streaming (a fake): the whole capture at once
+            lines = self.executor.execute(command, namespace=self.namespace).stdout.splitlines()
+        return _counted_events(lines, count)
 
     def stats(self) -> list[CpuStats]:
         """Return the per-CPU statistics."""
@@ -517,6 +564,35 @@ class ConntrackHelper:
                 [commands.DeleteCommand(zone=z) for z in plan.zone_wide]
                 + [commands.DeleteCommand(**dict(r)) for r in plan.requests])
         return deleted
+
+
+def _counted_events(lines: Iterable[str], count: int | None) -> Iterator[Event]:
+    """Parse event lines, stop after ``count`` events, and stop the capture then."""
+    seen = 0
+    try:
+        for event in parser.parse_events(lines):
+            yield event
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    finally:
+        close = getattr(lines, "close", None)
+        if close is not None:
+            close()
+
+
+def _list_command(filters: Mapping[str, Any]) -> commands.ListCommand:
+    """Build the list command of ``filters``, refusing an xml listing.
+
+    The entry parser reads the text format only; an xml dump would parse to
+    no entry at all, which must not pass for an empty table.
+    """
+    command = commands.ListCommand(**filters)
+    if "xml" in command.output:
+        raise exc.InvalidArgumentError(
+            "output", filters.get("output"),
+            "xml is not parsed into entries; list without it")
+    return command
 
 
 def _options(conf: Any) -> Any:

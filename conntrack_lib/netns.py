@@ -13,9 +13,12 @@ invitation to make it.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
@@ -81,22 +84,77 @@ def namespace_path(name: str) -> str:
 
 
 def exists(name: str) -> bool:
-    """Return whether the namespace ``name`` (validated) exists now."""
-    path = namespace_path(name)
-    return os.path.isfile(path) and not os.path.islink(path)
+    """Return whether ``name`` (validated) names a network namespace now.
+
+    The check is :func:`open_namespace`'s: a symlink, a FIFO, a plain file
+    or a namespace of another type under /run/netns does not count.
+    """
+    try:
+        fd = open_namespace(name)
+    except exc.NamespaceNotFoundError:
+        return False
+    os.close(fd)
+    return True
 
 
 def ensure_exists(name: str, cmd: Sequence[str] = ()) -> str:
-    """Return the namespace's path, or raise if it does not exist.
+    """Return the namespace's path, or raise if it is not a network namespace.
 
-    :raises NamespaceNotFoundError: nothing is mounted at /run/netns/NAME.
+    :raises NamespaceNotFoundError: nothing usable is mounted at /run/netns/NAME.
     """
     if not exists(name):
-        raise exc.NamespaceNotFoundError(
-            tuple(cmd), None, "", f"network namespace {name!r} not found in "
-            f"{constants.NETNS_RUN_DIR}"
-        )
+        raise _not_a_namespace(name, cmd, "missing, or not a network namespace")
     return namespace_path(name)
+
+
+def open_namespace(name: str, cmd: Sequence[str] = ()) -> int:
+    """Open /run/netns/NAME and return the descriptor of a network namespace.
+
+    The single namespace check of both the CLI path and the netlink path.
+    The open never blocks (``O_NONBLOCK``: a FIFO planted there would
+    otherwise wait for a writer for ever) and never follows a symlink
+    (``O_NOFOLLOW``); the opened file must then answer ``NS_GET_NSTYPE``
+    with ``CLONE_NEWNET``, which only an nsfs file of a network namespace
+    does.
+
+    :param cmd: the command to name in the error, if any.
+    :returns: a close-on-exec descriptor the caller must close.
+    :raises InvalidArgumentError: an unsafe name.
+    :raises NamespaceNotFoundError: missing, or not a network namespace.
+    """
+    path = namespace_path(name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        reason = "not found" if err.errno == errno.ENOENT else (err.strerror or str(err))
+        raise _not_a_namespace(name, cmd, reason) from None
+    try:
+        _check_network_namespace(fd)
+    except OSError as err:
+        os.close(fd)
+        raise _not_a_namespace(name, cmd, err.strerror or str(err)) from None
+    return fd
+
+
+#: ``_IO(0xb7, 0x3)`` of <linux/nsfs.h>: ask an nsfs file for its namespace type.
+NS_GET_NSTYPE = 0xB703
+CLONE_NEWNET = 0x40000000
+
+
+def _check_network_namespace(fd: int) -> None:
+    """Raise OSError unless ``fd`` is a network namespace file."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EINVAL, "not a namespace file")
+    # Any other file answers ENOTTY; a namespace of another kind, its type.
+    if fcntl.ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET:
+        raise OSError(errno.EINVAL, "not a network namespace")
+
+
+def _not_a_namespace(name: str, cmd: Sequence[str], reason: str) -> exc.NamespaceNotFoundError:
+    return exc.NamespaceNotFoundError(
+        tuple(cmd), None, "", f"network namespace {name!r} not found in "
+        f"{constants.NETNS_RUN_DIR}: {reason}"
+    )
 
 
 def check_binary(binary: object) -> str:
@@ -176,20 +234,24 @@ def run(
     timeout: float,
     stdin: str | None = None,
     duration: float | None = None,
+    max_stdout: int | None = None,
 ) -> ProcessOutput:
     """Run ``argv`` (through :func:`launch`) and return its exit code and output.
 
     With ``duration`` the child (a bounded ``-E``) gets SIGTERM after that
     many seconds.
 
+    :param max_stdout: most characters of stdout to collect; past it the
+        child is killed (``None``: no limit).
     :raises CommandTimeoutError: still running after ``timeout`` seconds;
         the child has been killed.
+    :raises OutputUnavailableError: stdout grew past ``max_stdout``.
     """
     proc = launch(argv, stdin=stdin is not None)
     if isinstance(proc, ProcessOutput):
         return proc
     with proc:
-        return _communicate(proc, argv, stdin, timeout, duration)
+        return _communicate(proc, argv, stdin, timeout, duration, max_stdout=max_stdout)
 
 
 def _communicate(
@@ -198,6 +260,8 @@ def _communicate(
     stdin: str | None,
     timeout: float,
     duration: float | None,
+    *,
+    max_stdout: int | None = None,
 ) -> ProcessOutput:
     # Timers rather than communicate(timeout=...): with a timeout, Popen.wait
     # polls with sleeps, which adds about a millisecond to every command.
@@ -214,7 +278,10 @@ def _communicate(
         timer.daemon = True
         timer.start()
     try:
-        out, err = proc.communicate(stdin)
+        if max_stdout is None:
+            out, err = proc.communicate(stdin)
+        else:
+            out, err = _collect_bounded(proc, argv, max_stdout)
     finally:
         for timer in timers:
             timer.cancel()
@@ -226,6 +293,30 @@ def _communicate(
     return ProcessOutput(proc.returncode, out, err)
 
 
+def _collect_bounded(proc: subprocess.Popen[str], argv: Sequence[str],
+                     limit: int) -> tuple[str, str]:
+    """Read a child's stdout to its end, killing it past ``limit`` characters."""
+    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
+    errors: list[str] = []
+    drain = threading.Thread(target=lambda: errors.append(_read_all(proc)), daemon=True)
+    drain.start()
+    pieces: list[str] = []
+    total = 0
+    while piece := proc.stdout.read(65536):
+        total += len(piece)
+        if total > limit:
+            proc.kill()
+            proc.wait()
+            drain.join()
+            raise exc.OutputUnavailableError(
+                tuple(argv), None, "", f"more than {limit} characters of output: the "
+                "command was stopped (stream events with ConntrackHelper.events())\n")
+        pieces.append(piece)
+    proc.wait()
+    drain.join()
+    return "".join(pieces), "".join(errors)
+
+
 class LineStream:
     """Run ``argv`` and yield its stdout lines as they arrive.
 
@@ -234,9 +325,11 @@ class LineStream:
     :class:`CommandTimeoutError`.  Leaving the loop early kills the child.
     """
 
-    def __init__(self, argv: Sequence[str], *, timeout: float) -> None:
+    def __init__(self, argv: Sequence[str], *, timeout: float,
+                 duration: float | None = None) -> None:
         self.argv = tuple(argv)
         self.timeout = timeout
+        self.duration = duration
         self.exit_code: int | None = None
         self.stderr = ""
 
@@ -255,11 +348,17 @@ class LineStream:
             proc.kill()
 
         timer = threading.Timer(self.timeout, expire)
+        # A bounded -E gets SIGTERM after its duration, to print its summary.
+        stop = threading.Timer(self.duration if self.duration is not None else 0.0,
+                               proc.send_signal, (signal.SIGTERM,))
         errors: list[str] = []
         # stderr is drained in a thread so a chatty child cannot block on a
         # full pipe while we read stdout.
         drain = threading.Thread(target=lambda: errors.append(_read_all(proc)), daemon=True)
         timer.start()
+        if self.duration is not None and self.duration < self.timeout:
+            stop.daemon = True
+            stop.start()
         drain.start()
         try:
             assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
@@ -268,6 +367,7 @@ class LineStream:
             proc.wait()
         finally:
             timer.cancel()
+            stop.cancel()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()

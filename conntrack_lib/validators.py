@@ -139,15 +139,29 @@ def words(field: str, value: object, allowed: Collection[str], *,
     return tuple(result)
 
 
+#: Most label names one value may hold: the kernel's connlabel set is 128
+#: bits wide, so no flow can carry more distinct labels than this.
+MAX_LABELS = 128
+
+
 def label_names(field: str, value: object) -> tuple[str, ...]:
-    """Return connlabel names from a comma-separated string or a sequence."""
+    """Return connlabel names from a comma-separated string or a sequence.
+
+    Duplicates are dropped in one pass (first occurrence kept).
+
+    :raises InvalidArgumentError: a bad name, none at all, or more than
+        :data:`MAX_LABELS` names (duplicates included).
+    """
     items = _listed(field, value, "expected label names")
-    result: list[str] = []
+    # Bounded before any per-item work: each name costs a regex match.
+    if len(items) > MAX_LABELS:
+        raise InvalidArgumentError(field, f"<{len(items)} labels>",
+                                   f"at most {MAX_LABELS} label names")
+    result: dict[str, None] = {}
     for item in items:
         if not isinstance(item, str) or not _LABEL_NAME.fullmatch(item):
             raise InvalidArgumentError(field, value, "label names are [A-Za-z0-9_]+")
-        if item not in result:
-            result.append(item)
+        result[item] = None
     if not result:
         raise InvalidArgumentError(field, value, "expected at least one label")
     return tuple(result)
@@ -206,6 +220,7 @@ def duration(field: str, value: object) -> float:
 
 
 __all__ = [
+    "MAX_LABELS",
     "address_version",
     "check_token",
     "duration",

@@ -84,6 +84,30 @@ class QueueClosedError(exc.ConntrackError):
         return self.reason
 
 
+class DeletionFailedError(exc.ConntrackError):
+    """A deletion that :meth:`DeletionQueue.wait_for` waited on failed or was dropped.
+
+    The flows of ``ip`` it was meant to remove may still be present.
+    """
+
+    def __init__(self, ip: str, reason: str) -> None:
+        super().__init__(ip, reason)
+        self.ip = ip
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"deletion of flows of {self.ip} did not complete: {self.reason}"
+
+
+@dataclasses.dataclass
+class _Waiter:
+    """One wait_for call: what it waits on, and the first failure seen."""
+
+    target: netaddr.IPNetwork
+    tickets: frozenset[int]
+    failure: str | None = None
+
+
 #: Address networks a request names; None: no address filter (any address
 #: of the IP version given, or of both when None).
 _Scopes = tuple[tuple[netaddr.IPNetwork | None, int | None], ...]
@@ -170,6 +194,7 @@ class DeletionQueue:
         self._thread: threading.Thread | None = None
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._checked: dict[Hashable, tuple[Hashable, _Scopes]] = {}
+        self._waiters: list[_Waiter] = []
 
     def __repr__(self) -> str:
         return (f"DeletionQueue(helper={self.helper!r}, maxsize={self.maxsize}, "
@@ -227,6 +252,9 @@ class DeletionQueue:
 
     def _drop_pending(self) -> int:
         dropped = self._pending_size
+        for item in self._pending:
+            self._fail_waiters((item.ticket,), item.scopes,
+                               "dropped: the queue stopped without draining")
         if self._pending:
             self._done_upto = self._pending[-1].ticket
         self._pending.clear()
@@ -382,15 +410,38 @@ class DeletionQueue:
         (a whole zone, a mark) touches every address of its family.
 
         :param ip: an address or CIDR.
-        :returns: False if ``timeout`` seconds passed first.
+        :returns: True when every deletion touching ``ip`` succeeded, False
+            if ``timeout`` seconds passed first.
         :raises InvalidArgumentError: for something that is not an address.
+        :raises DeletionFailedError: a deletion touching ``ip`` that was
+            queued before this call failed, or was dropped by
+            ``stop(drain=False)``: its flows may still be present.
         """
         target = _network("ip", ip)
         with self._progress:
             self._start_for_waiters()
-            touching = [i.ticket for i in itertools.chain(self._running, self._pending)
-                        if i.touches(target)]
-            return self._wait_done(max(touching, default=0), timeout)
+            touching = frozenset(i.ticket for i in itertools.chain(self._running, self._pending)
+                                 if i.touches(target))
+            waiter = _Waiter(target, touching)
+            self._waiters.append(waiter)
+            try:
+                done = self._wait_done(max(touching, default=0), timeout)
+            finally:
+                self._waiters.remove(waiter)
+        if waiter.failure is not None:
+            raise DeletionFailedError(str(ip), waiter.failure)
+        return done
+
+    def _fail_waiters(self, tickets: Iterable[int], scopes: _Scopes, reason: str) -> None:
+        """Tell the waiters on ``tickets`` whose address ``scopes`` touch that they failed.
+
+        Called with the lock held.
+        """
+        probe = _Item(0, scopes=scopes)
+        hit = frozenset(tickets)
+        for waiter in self._waiters:
+            if waiter.failure is None and waiter.tickets & hit and probe.touches(waiter.target):
+                waiter.failure = reason
 
     def _start_for_waiters(self) -> None:
         # Waiting on a queue nobody started would wait for ever: start it.
@@ -530,6 +581,12 @@ class DeletionQueue:
         self._count(processes=plan.processes)
         self._count(deleted=self.helper.execute_plan(plan).deleted)
 
+    def _report_to_waiters(self, error: Exception, requests: list[Any]) -> None:
+        scopes = _failed_scopes(requests)
+        with self._progress:
+            tickets = [item.ticket for item in self._running]
+            self._fail_waiters(tickets, scopes, f"{type(error).__name__}: {error}")
+
     def _count(self, **increments: int) -> None:
         with self._not_empty:
             for name, value in increments.items():
@@ -537,6 +594,7 @@ class DeletionQueue:
 
     def _report(self, error: Exception, requests: list[Any]) -> None:
         self._count(failed=len(requests))
+        self._report_to_waiters(error, requests)
         # A batch's argv is only "-R -": name the requests so the log says what failed.
         shown = ", ".join(_describe(r) for r in requests[:_LOGGED_REQUESTS])
         more = f" and {len(requests) - _LOGGED_REQUESTS} more" if (
@@ -554,6 +612,20 @@ class DeletionQueue:
             self.on_error(error, list(requests))
         except Exception:  # the callback must not kill the worker
             LOG.exception("on_error callback of the deletion queue raised")
+
+
+def _failed_scopes(requests: Sequence[Any]) -> _Scopes:
+    """Return the address scopes of failed requests (every address if unsure)."""
+    scopes: list[tuple[netaddr.IPNetwork | None, int | None]] = []
+    for request in requests:
+        try:
+            if isinstance(request, Entry):
+                scopes.extend(_entry_scopes(request))
+            else:
+                scopes.extend(_filter_scopes(request))
+        except (exc.InvalidArgumentError, AttributeError, TypeError):
+            return ((None, None),)
+    return tuple(scopes)
 
 
 def _commands_of(plan: DeletePlan) -> list[dict[str, Any]]:
@@ -619,4 +691,5 @@ def _entry_scopes(entry: Entry) -> list[tuple[netaddr.IPNetwork, int]]:
     return [(netaddr.IPNetwork(a), a.version) for a in addresses]
 
 
-__all__ = ["DeletionQueue", "QueueClosedError", "QueueFullError", "Request"]
+__all__ = ["DeletionFailedError", "DeletionQueue", "QueueClosedError", "QueueFullError",
+           "Request"]

@@ -89,6 +89,11 @@ def _serve(sock: socket.socket, peer: socket.socket, context: Any) -> None:
     code = 1
     try:
         daemon.un_monkey_patch()
+        # Before any thread exists and before the daemon drops CAP_SETPCAP:
+        # every later thread, and so every child, inherits the small set.
+        from conntrack_lib.privileged import bounding  # noqa: PLC0415 - daemon only
+
+        bounding.drop_bounding_set()
         channel = comm.ServerChannel(sock)
         peer.close()
         daemon.replace_logging(daemon.PrivsepLogHandler(channel, processName=str(context)))

@@ -16,13 +16,20 @@ Replies are primitives only::
 longer, the rest stays in the daemon under the random ``handle`` and is read
 with :func:`read_chunk` (chunk 0 is ``stdout_head``) and freed with
 :func:`release`.  A privsep reply over 100 MiB would hang the channel; a
-chunked reply never comes close.  Unreleased output expires after
-:data:`SPOOL_TTL` seconds, and at most :data:`MAX_SPOOLS` are kept.
+chunked reply never comes close.
+
+Limits on held output: at most :data:`MAX_SPOOLS` outputs and
+:data:`MAX_SPOOL_CHARS` characters in all.  A new output past either limit
+is refused with :class:`~conntrack_lib.exceptions.OutputUnavailableError`;
+an output being read is never evicted for a newcomer.  An output left
+unread for :data:`SPOOL_TTL` seconds is dropped (each read restarts that
+clock), and so is one whose client released it or was collected.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import secrets
 import threading
@@ -35,18 +42,23 @@ from oslo_config import cfg
 
 from conntrack_lib import commands, netns, opts, privileged
 from conntrack_lib import exceptions as exc
+from conntrack_lib.privileged import bounding, errors
 
 QUERY_KINDS = frozenset({"list", "get", "count", "stats"})
 CHANGE_KINDS = frozenset({"create", "update", "delete", "flush"})
 BATCH_KINDS = frozenset({"batch"})
 EVENT_KINDS = frozenset({"events"})
 
-#: Seconds unreleased output is kept in the daemon.
+#: Seconds an output may sit unread in the daemon before it is dropped.
 SPOOL_TTL = 300.0
-#: Most outputs kept at once; the oldest is dropped first.
-MAX_SPOOLS = 8
+#: Most outputs held at once; one more is refused, none is evicted.
+MAX_SPOOLS = 32
+#: Most characters all held outputs may total (ASCII: bytes of daemon memory).
+MAX_SPOOL_CHARS = 512 * 1024 * 1024
 #: Longest timeout an entrypoint accepts, in seconds.
 MAX_TIMEOUT = 24 * 3600.0
+#: Most characters of stdout a whole ``-E`` capture (run_events) may print.
+MAX_CAPTURE = 64 * 1024 * 1024
 #: stderr beyond this many characters is cut from the front (the end says why).
 MAX_STDERR = 1024 * 1024
 
@@ -89,45 +101,57 @@ class _Spool:
 _spools: collections.OrderedDict[str, _Spool] = collections.OrderedDict()
 _spools_lock = threading.Lock()
 _opts_registered = False
+_checked = threading.local()
+LOG = logging.getLogger(__name__)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_query(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a list, get, count or stats command and return its output."""
     return _serve(QUERY_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_change(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a create, update, delete or flush command and return its output."""
     return _serve(CHANGE_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_batch(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a batch (``-R -``) whose lines are rendered from validated commands."""
     return _serve(BATCH_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def run_events(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Capture events (``-E``) for the command's bounded duration."""
     return _serve(EVENT_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def read_chunk(handle: Any, index: Any) -> str:
     """Return piece ``index`` of the output kept under ``handle``.
 
-    :raises InvalidArgumentError: unknown or expired handle, bad index.
+    Each read keeps the output for another :data:`SPOOL_TTL` seconds.
+
+    :raises InvalidArgumentError: malformed handle, bad index.
+    :raises OutputUnavailableError: the output is not held (any more).
     """
     spool = _find_spool(handle)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < spool.chunks:
         raise exc.InvalidArgumentError("index", index, f"must be in 0..{spool.chunks - 1}")
+    spool.expires = time.monotonic() + SPOOL_TTL
     return spool.chunk(index)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
+@errors.wire_safe
 def release(handle: Any) -> bool:
     """Drop the output kept under ``handle``; return whether it was there."""
     key = _check_handle(handle)
@@ -139,13 +163,17 @@ def _serve(
     kinds: Collection[str], data: Any, namespace: Any, timeout: Any, chunk_size: Any
 ) -> Reply:
     command = _rebuild(data, kinds)
+    _check_bounding_set()
     ns = None if namespace is None else netns.validate_name(namespace)
     limit = _check_timeout(timeout)
     size = _check_chunk_size(chunk_size)
     stdin = _batch_text(command) if command.kind == "batch" else None
     duration = _duration(command) if command.kind == "events" else None
     argv = netns.build_argv(command, _configured_binary(), ns)
-    output = netns.run(argv, timeout=limit, stdin=stdin, duration=duration)
+    # A capture in one reply is capped; ConntrackHelper.events() streams
+    # without a cap through privileged/events.py.
+    cap = {"max_stdout": MAX_CAPTURE} if duration is not None else {}
+    output = netns.run(argv, timeout=limit, stdin=stdin, duration=duration, **cap)
     return _reply(output, argv, size)
 
 
@@ -200,6 +228,22 @@ def _check_chunk_size(size: Any) -> int:
     return size
 
 
+def _check_bounding_set() -> None:
+    """Warn once per thread when children would get more than the two capabilities.
+
+    That happens when the daemon was started by plain ``privsep-helper``
+    instead of ``conntrack-lib-privsep-helper`` (see docs/deployment.rst).
+    """
+    if getattr(_checked, "done", False):
+        return
+    _checked.done = True
+    extra = bounding.bounding_set() - bounding.KEEP
+    if extra:
+        LOG.warning("conntrack children may gain %d capabilities beyond CAP_NET_ADMIN and "
+                    "CAP_SYS_ADMIN: start the daemon with conntrack-lib-privsep-helper",
+                    len(extra))
+
+
 def _configured_binary() -> str:
     """Return the binary path from the daemon's own configuration."""
     global _opts_registered  # noqa: PLW0603 - register once, lazily, in the daemon
@@ -214,16 +258,27 @@ def _reply(output: netns.ProcessOutput, argv: tuple[str, ...], chunk_size: int) 
     if len(output.stdout) <= chunk_size:
         return (output.exit_code, output.stdout, stderr, argv, None, 1)
     spool = _Spool(output.stdout, chunk_size, time.monotonic() + SPOOL_TTL)
-    handle = _store(spool)
+    handle = _store(spool, argv)
     return (output.exit_code, spool.chunk(0), stderr, argv, handle, spool.chunks)
 
 
-def _store(spool: _Spool) -> str:
+def _store(spool: _Spool, argv: tuple[str, ...] = ()) -> str:
+    """Hold ``spool`` under a new handle, or refuse: nothing held is evicted.
+
+    :raises OutputUnavailableError: :data:`MAX_SPOOLS` outputs or
+        :data:`MAX_SPOOL_CHARS` characters are already held.
+    """
     handle = secrets.token_hex(16)
     with _spools_lock:
         _expire_locked()
-        while len(_spools) >= MAX_SPOOLS:
-            _spools.popitem(last=False)
+        held = sum(len(kept.text) for kept in _spools.values())
+        if len(_spools) >= MAX_SPOOLS or held + len(spool.text) > MAX_SPOOL_CHARS:
+            raise exc.OutputUnavailableError(
+                argv, None, "",
+                f"the privsep daemon already holds {len(_spools)} long outputs "
+                f"({held} characters; limits: {MAX_SPOOLS} outputs, {MAX_SPOOL_CHARS} "
+                f"characters); this output of {len(spool.text)} characters was dropped: "
+                "finish or close other listings and retry\n")
         _spools[handle] = spool
     return handle
 
@@ -234,7 +289,10 @@ def _find_spool(handle: Any) -> _Spool:
         _expire_locked()
         spool = _spools.get(key)
     if spool is None:
-        raise exc.InvalidArgumentError("handle", key, "unknown or expired output handle")
+        raise exc.OutputUnavailableError(
+            ("read_chunk",), None, "",
+            f"output {key} is not held by the privsep daemon: released, unread for "
+            f"more than {SPOOL_TTL:g} s, or lost when the daemon restarted\n")
     return spool
 
 

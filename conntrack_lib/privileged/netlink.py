@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from conntrack_lib import constants, exceptions, netlink, netns, privileged
+from conntrack_lib.privileged import errors
 
 #: Requests per ``send``; every acknowledgement of one batch is read before
 #: the next batch is sent, so this is also the in-flight window.
@@ -60,6 +61,7 @@ _T = TypeVar("_T")
 
 
 @privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
+@errors.wire_safe
 def delete_flows(namespace: str | None, flows: list[dict[str, Any]],
                  batch_size: int = DEFAULT_BATCH) -> list[int]:
     """Delete exact flows in ``namespace`` and return one errno per flow.
@@ -76,6 +78,7 @@ def delete_flows(namespace: str | None, flows: list[dict[str, Any]],
 
 
 @privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
+@errors.wire_safe
 def netlink_usable(namespace: str | None) -> bool:
     """Tell whether ctnetlink answers exact lookups in ``namespace``."""
     return _netlink_usable_impl(namespace)
@@ -148,14 +151,9 @@ def _open_socket(namespace: str | None) -> socket.socket:
 
 
 def _open_namespace(name: str) -> int:
-    path = os.path.join(constants.NETNS_RUN_DIR, name)
-    try:
-        # O_NOFOLLOW: a symlink planted under /run/netns is not a namespace.
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise _namespace_error(name, "network namespace not found") from None
-    except OSError as exc:
-        raise _namespace_error(name, exc.strerror or str(exc)) from None
+    # The one check the CLI path uses too: no symlink, no blocking open of
+    # a FIFO, and the file must be a network namespace.
+    return netns.open_namespace(name, ("setns", os.path.join(constants.NETNS_RUN_DIR, name)))
 
 
 def _namespace_error(name: str, reason: str) -> exceptions.NamespaceNotFoundError:

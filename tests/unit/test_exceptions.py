@@ -22,6 +22,7 @@ SAMPLES: list[exc.ConntrackError] = [
     exc.NamespaceNotFoundError(("ip", "netns", "exec", "x"), 1, "", "No such file"),
     exc.ConntrackUnavailableError(("/nonexistent",), 127, "", "not found"),
     exc.CommandTimeoutError(("conntrack", "-E"), -9, "", "timed out after 1s"),
+    exc.OutputUnavailableError(("read_chunk",), None, "", "output abc is not held"),
     exc.ParseError("garbage line", 7, "no protocol"),
 ]
 

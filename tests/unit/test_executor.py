@@ -122,7 +122,6 @@ FAILURES = [
     pytest.param(LIST, 2, "", f"{P}Invalid IP address `1.2.3.999'\n"
                  "Try `conntrack -h' or 'conntrack --help' for more information.\n",
                  exc.CommandError, id="bad-parameter"),
-    pytest.param(LIST, -9, "", "", exc.CommandError, id="killed"),
 ]
 
 

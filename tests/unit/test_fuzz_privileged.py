@@ -302,7 +302,9 @@ def _socket_mocks(netns_dir: str) -> Iterator[tuple[mock.Mock, mock.Mock]]:
             mock.patch.object(priv_netlink, "_exchange", exchange), \
             mock.patch.object(priv_netlink, "_run_in_namespace",
                               lambda fd, name, func: func()), \
-            mock.patch.object(constants, "NETNS_RUN_DIR", netns_dir):
+            mock.patch.object(constants, "NETNS_RUN_DIR", netns_dir), \
+            mock.patch.object(netns, "_check_network_namespace", lambda fd: None):
+        # The scratch "namespace" is a plain file: accept it as an nsfs file.
         yield new_socket, exchange
 
 

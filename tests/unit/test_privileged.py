@@ -94,7 +94,8 @@ def test_batch_text_goes_to_stdin(runner: mock.Mock) -> None:
 
 def test_events_get_their_duration(runner: mock.Mock) -> None:
     priv.run_events(commands.EventsCommand(duration=2.5).to_primitive(), None, 5, 1024)
-    assert runner.call_args.kwargs == {"timeout": 5.0, "stdin": None, "duration": 2.5}
+    assert runner.call_args.kwargs == {"timeout": 5.0, "stdin": None, "duration": 2.5,
+                                       "max_stdout": priv.MAX_CAPTURE}
 
 
 HOSTILE_COMMANDS = [
@@ -250,17 +251,31 @@ def test_spools_expire(runner: mock.Mock, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(priv.time, "monotonic", lambda: clock[0])
     handle = _spooled(runner, "x" * 100, 10)[4]
     assert priv.read_chunk(handle, 1) == "x" * 10
+    clock[0] += priv.SPOOL_TTL - 1
+    assert priv.read_chunk(handle, 2) == "x" * 10  # a read restarts the clock
+    clock[0] += priv.SPOOL_TTL - 1
+    assert priv.read_chunk(handle, 3) == "x" * 10
     clock[0] += priv.SPOOL_TTL + 1
-    with pytest.raises(exc.InvalidArgumentError, match="expired"):
+    with pytest.raises(exc.OutputUnavailableError, match="unread for more than"):
         priv.read_chunk(handle, 1)
 
 
-def test_spools_are_bounded(runner: mock.Mock) -> None:
-    handles = [_spooled(runner, "y" * 50, 10)[4] for _ in range(priv.MAX_SPOOLS + 2)]
+def test_spools_are_bounded_and_none_is_evicted(runner: mock.Mock) -> None:
+    handles = [_spooled(runner, "y" * 50, 10)[4] for _ in range(priv.MAX_SPOOLS)]
+    with pytest.raises(exc.OutputUnavailableError, match="already holds 32 long outputs"):
+        _spooled(runner, "y" * 50, 10)
     assert len(priv._spools) == priv.MAX_SPOOLS
-    with pytest.raises(exc.InvalidArgumentError):
-        priv.read_chunk(handles[0], 1)
-    assert priv.read_chunk(handles[-1], 1) == "y" * 10
+    assert all(priv.read_chunk(handle, 1) == "y" * 10 for handle in handles)
+    priv.release(handles[0])
+    assert _spooled(runner, "y" * 50, 10)[4] is not None  # room again
+
+
+def test_spools_are_bounded_by_size(runner: mock.Mock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(priv, "MAX_SPOOL_CHARS", 120)
+    first = _spooled(runner, "y" * 100, 10)[4]
+    with pytest.raises(exc.OutputUnavailableError, match="characters"):
+        _spooled(runner, "y" * 50, 10)
+    assert priv.read_chunk(first, 9) == "y" * 10
 
 
 def test_handles_are_unguessable(runner: mock.Mock) -> None:

@@ -1,0 +1,97 @@
+"""``conntrack-lib events``: watch conntrack events as they happen.
+
+A command of the ``conntrack-lib`` application, registered through the
+``conntrack_lib.cli`` entry point namespace.  It prints each event the
+moment it arrives, either as one JSON object per line (``-f json``, easy to
+pipe into ``jq``) or as a fixed-width table row (``-f table``).  It stops
+after ``--duration`` seconds, after ``--count`` events, or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from cliff import command as cliff_command
+
+from conntrack_lib import cli
+from conntrack_lib.models import Event
+
+EVENT_TYPES = ("NEW", "UPDATE", "DESTROY")
+_TABLE_HEADER = ("TYPE", "PROTO", "SRC", "SPORT", "DST", "DPORT", "ZONE", "STATE", "MARK")
+_TABLE_LINE = "{:<8} {:<6} {:<39} {:>5} {:<39} {:>5} {:>5} {:<12} {:>10}"
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """Return ``event`` as a JSON-ready dict: its type, origin and entry fields."""
+    cells = cli.entry_row(event.entry)
+    entry = {name: cli._machine(cell) for name, cell in zip(cli.ENTRY_COLUMNS, cells, strict=True)}
+    return {"type": event.type, "timestamp": event.timestamp, "portid": event.portid,
+            "progname": event.progname, "entry": entry}
+
+
+def table_row(event: Event) -> str:
+    """Return ``event`` as one fixed-width line of the table format."""
+    entry, flow = event.entry, event.entry.original
+    return _TABLE_LINE.format(
+        event.type, entry.proto, str(flow.src), _blank(flow.sport), str(flow.dst),
+        _blank(flow.dport), _blank(entry.zone), entry.state or "", _blank(entry.mark),
+    ).rstrip()
+
+
+def _blank(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def write_events(events: Iterable[Event], out: TextIO, fmt: str) -> int:
+    """Write each event to ``out`` as it arrives and flush; return how many."""
+    written = 0
+    if fmt == "table":
+        out.write(_TABLE_LINE.format(*_TABLE_HEADER).rstrip() + "\n")
+        out.flush()
+    for event in events:
+        line = table_row(event) if fmt == "table" else json.dumps(
+            event_record(event), separators=(",", ":"))
+        out.write(line + "\n")
+        out.flush()
+        written += 1
+    return written
+
+
+class WatchEvents(cli._ErrorsMixin, cliff_command.Command):  # type: ignore[misc]
+    """Watch conntrack events matching the filters and print them as they arrive."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        """Return the parser: filters, event types, duration, count and format."""
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("-e", "--event", dest="event_types", action="append",
+                            choices=EVENT_TYPES, metavar="TYPE",
+                            help="event type to watch: NEW, UPDATE or DESTROY "
+                                 "(repeatable; default: all)")
+        parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                            help="stop after SECONDS (default 10, or 3600 with --count)")
+        parser.add_argument("--count", type=int, default=None, metavar="N",
+                            help="stop after N events")
+        parser.add_argument("-f", "--format", dest="fmt", choices=("json", "table"),
+                            default="table",
+                            help="one JSON object per line, or a table row per event")
+        cli.add_filter_options(parser)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        """Stream the events to stdout; Ctrl-C ends the watch cleanly."""
+        events = self.app.helper().events(
+            duration=parsed_args.duration, count=parsed_args.count,
+            event_mask=tuple(parsed_args.event_types or ("ALL",)),
+            **cli.filters_from(parsed_args))
+        try:
+            write_events(events, self.app.stdout, parsed_args.fmt)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        return cli.EXIT_OK
