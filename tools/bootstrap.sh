@@ -19,8 +19,8 @@ if [ "${#need_debs[@]}" -gt 0 ]; then
     fi
     echo "bootstrap: installing ${need_debs[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need_debs[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_debs[@]}" >/dev/null
 fi
 
 stamp="$venv/.conntrack_lib-deps"

@@ -60,8 +60,8 @@ ensure_build_deps() {
     [ "$(id -u)" -eq 0 ] || die "missing build packages ${missing[*]}; install them or run as root"
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # Check FILE against DIR/SHA256SUMS when that list exists and names it.

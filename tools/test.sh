@@ -24,10 +24,18 @@ ci=0
 if [ "${CI:-}" = "true" ] || [ "${CONNTRACK_LIB_CI:-}" = "1" ]; then ci=1; fi
 pythons=(3.10 3.11 3.12 3.13)
 
-"$root/tools/bootstrap.sh"
-venv="${CONNTRACK_LIB_VENV:-$root/.venv}"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
+# Building the releases takes minutes of mostly single-threaded autoreconf and
+# configure: start it first, so it overlaps the venvs and unit suites.
+build_pid=
+if [ -n "$tarballs" ] && [ -d "$tarballs" ] && [ "$(id -u)" -eq 0 ]; then
+    "$root/tools/build_conntrack.sh" "$tarballs" >"$logs/builds" 2>"$logs/builds.err" &
+    build_pid=$!
+fi
+
+"$root/tools/bootstrap.sh"
+venv="${CONNTRACK_LIB_VENV:-$root/.venv}"
 # As root, a functional test that cannot run is a failure, not a skip.
 if [ "$(id -u)" -eq 0 ]; then
     export CONNTRACK_LIB_REQUIRE_FUNCTIONAL=1
@@ -81,15 +89,25 @@ unit_venv() {
     echo "$root/.venvs/py$version"
 }
 
-# Building the releases takes minutes of mostly single-threaded autoreconf and
-# configure: start it now, so it overlaps the unit suites.
-build_pid=
-if [ -n "$tarballs" ] && [ -d "$tarballs" ] && [ "$(id -u)" -eq 0 ]; then
-    "$root/tools/build_conntrack.sh" "$tarballs" >"$logs/builds" 2>"$logs/builds.err" &
-    build_pid=$!
-fi
-
+# Make the other Pythons' venvs in the background while the unit suite runs
+# on the system's Python, which needs none of its own.
+main_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+ordered=("$main_version")
 for version in "${pythons[@]}"; do
+    [ "$version" = "$main_version" ] || ordered+=("$version")
+done
+for version in "${ordered[@]:1}"; do
+    unit_venv "$version" >/dev/null 2>"$logs/venv-$version.err" || true
+    touch "$logs/venv-$version.done"
+done &
+venvs_pid=$!
+
+for version in "${ordered[@]}"; do
+    # Wait until the background job is past this Python's venv.
+    while [ "$version" != "$main_version" ] && [ ! -e "$logs/venv-$version.done" ] \
+            && kill -0 "$venvs_pid" 2>/dev/null; do
+        sleep 1
+    done
     if ! env=$(unit_venv "$version"); then
         skipped+=("unit suite on Python $version (no python$version found)")
         continue
