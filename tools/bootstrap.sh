@@ -19,12 +19,16 @@ if [ "${#need_debs[@]}" -gt 0 ]; then
     fi
     echo "bootstrap: installing ${need_debs[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need_debs[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_debs[@]}" >/dev/null
 fi
 
 stamp="$venv/.conntrack_lib-deps"
-want=$(cat "$root/requirements.txt" "$root/test-requirements.txt" "$root/doc-requirements.txt" | sha256sum)
+# CONNTRACK_LIB_DOC_DEPS=0 leaves out the documentation tools (tools/test.sh's
+# extra unit-test venvs need none).
+reqs=("$root/requirements.txt" "$root/test-requirements.txt")
+[ "${CONNTRACK_LIB_DOC_DEPS:-1}" = 0 ] || reqs+=("$root/doc-requirements.txt")
+want=$(cat "${reqs[@]}" | sha256sum)
 if [ ! -x "$venv/bin/python" ]; then
     echo "bootstrap: creating $venv" >&2
     "$python" -m venv "$venv"
@@ -42,8 +46,7 @@ quietly() {
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing Python dependencies into $venv" >&2
     "$venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-    quietly "$venv/bin/pip" install -q -r "$root/requirements.txt" \
-        -r "$root/test-requirements.txt" -r "$root/doc-requirements.txt"
+    quietly "$venv/bin/pip" install -q "${reqs[@]/#/--requirement=}"
     echo "$want" > "$stamp"
 fi
 # The package itself, editable, so console scripts and entry points exist.

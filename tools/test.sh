@@ -1,19 +1,156 @@
 #!/usr/bin/env bash
-# Run every test of conntrack_lib: unit tests, then the functional tests
-# against the real conntrack binary and kernel in throwaway network namespaces.
-# Installs what it needs first (see tools/bootstrap.sh).
+# Run every test of conntrack_lib:
+#   1. the unit suite on each supported Python (3.10 to 3.13) found here;
+#   2. the functional suite against the system's conntrack and kernel, in
+#      throwaway network namespaces;
+#   3. the version matrix (tools/matrix.sh): the functional suite against every
+#      conntrack-tools release of a directory of source tarballs, given as
+#      --tarballs DIR or $CONNTRACK_LIB_TARBALLS.
+# Installs what it needs first (tools/bootstrap.sh; one virtualenv per Python
+# in .venvs/).  In CI mode (CI=true or CONNTRACK_LIB_CI=1) a missing Python or
+# tarball directory is a failure; elsewhere the run says in one line what it
+# skipped.  Other arguments go to every pytest run.  The last line sums up
+# every run: "N passed, N failed".
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/tools/bootstrap.sh"
-py="${CONNTRACK_LIB_VENV:-$root/.venv}/bin/python"
 cd "$root"
+tarballs="${CONNTRACK_LIB_TARBALLS:-}"
+if [ "${1:-}" = "--tarballs" ]; then
+    tarballs=${2:?--tarballs needs a directory}
+    shift 2
+fi
+ci=0
+if [ "${CI:-}" = "true" ] || [ "${CONNTRACK_LIB_CI:-}" = "1" ]; then ci=1; fi
+pythons=(3.10 3.11 3.12 3.13)
 
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+# Building the releases takes minutes of mostly single-threaded autoreconf and
+# configure: start it first, so it overlaps the venvs and unit suites.
+build_pid=
+if [ -n "$tarballs" ] && [ -d "$tarballs" ] && [ "$(id -u)" -eq 0 ]; then
+    "$root/tools/build_conntrack.sh" "$tarballs" >"$logs/builds" 2>"$logs/builds.err" &
+    build_pid=$!
+fi
+
+"$root/tools/bootstrap.sh"
+venv="${CONNTRACK_LIB_VENV:-$root/.venv}"
 # As root, a functional test that cannot run is a failure, not a skip.
 if [ "$(id -u)" -eq 0 ]; then
     export CONNTRACK_LIB_REQUIRE_FUNCTIONAL=1
 fi
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 
-"$py" -m pytest -q -p no:cacheprovider -rs tests/unit "$@"
-"$py" -m pytest -q -p no:cacheprovider -rs tests/functional "$@"
+status=0
+skipped=()
+passed=0
+failed=0
+
+# Add a pytest log's closing counts (errors count as failed) to the totals.
+tally() {
+    local line n
+    line=$(grep -E '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$1" | tail -n1 || true)
+    if [ -z "$line" ]; then failed=$((failed + 1)); return; fi
+    n=$(grep -oE '[0-9]+ passed' <<<"$line" | cut -d' ' -f1 || true); passed=$((passed + ${n:-0}))
+    n=$(grep -oE '[0-9]+ failed' <<<"$line" | cut -d' ' -f1 || true); failed=$((failed + ${n:-0}))
+    n=$(grep -oE '[0-9]+ errors?' <<<"$line" | cut -d' ' -f1 || true); failed=$((failed + ${n:-0}))
+}
+
+# Run pytest with PYTHON on the remaining arguments; keep its output visible.
+run_pytest() {
+    local python=$1 log; shift
+    log=$(mktemp -p "$logs")
+    "$python" -m pytest -q -p no:cacheprovider -rs "$@" 2>&1 | tee "$log" || status=1
+    tally "$log"
+}
+
+# Print the interpreter of Python X.Y: pyenv's, else one on PATH.
+find_python() {
+    local candidate
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python "$(command -v "python$1" || true)"; do
+        if [ -x "$candidate" ] && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$1'.split('.')))" 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
+# Print the venv for Python X.Y: the main one when it runs X.Y, else .venvs/pyX.Y.
+unit_venv() {
+    local version=$1 python
+    if [ "$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$version" ]; then
+        echo "$venv"; return 0
+    fi
+    python=$(find_python "$version") || return 1
+    # bootstrap.sh checks the dependency stamp, so a warm venv costs nothing.
+    CONNTRACK_LIB_VENV="$root/.venvs/py$version" PYTHON="$python" CONNTRACK_LIB_DOC_DEPS=0 \
+        "$root/tools/bootstrap.sh" >&2
+    echo "$root/.venvs/py$version"
+}
+
+# Make the other Pythons' venvs in the background while the unit suite runs
+# on the system's Python, which needs none of its own.
+main_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+ordered=("$main_version")
+for version in "${pythons[@]}"; do
+    [ "$version" = "$main_version" ] || ordered+=("$version")
+done
+for version in "${ordered[@]:1}"; do
+    unit_venv "$version" >/dev/null 2>"$logs/venv-$version.err" || true
+    touch "$logs/venv-$version.done"
+done &
+venvs_pid=$!
+
+for version in "${ordered[@]}"; do
+    # Wait until the background job is past this Python's venv.
+    while [ "$version" != "$main_version" ] && [ ! -e "$logs/venv-$version.done" ] \
+            && kill -0 "$venvs_pid" 2>/dev/null; do
+        sleep 1
+    done
+    if ! env=$(unit_venv "$version"); then
+        skipped+=("unit suite on Python $version (no python$version found)")
+        continue
+    fi
+    echo "test.sh: ===== unit suite on Python $version (at ${SECONDS}s)"
+    run_pytest "$env/bin/python" tests/unit "$@"
+done
+
+echo "test.sh: ===== functional suite on the system's conntrack (at ${SECONDS}s)"
+run_pytest "$venv/bin/python" tests/functional "$@"
+
+if [ -n "$build_pid" ]; then
+    if ! wait "$build_pid"; then
+        cat "$logs/builds.err" >&2
+        echo "test.sh: building the releases of $tarballs failed" >&2
+        status=1; failed=$((failed + 1))
+    else
+        echo "test.sh: ===== version matrix on $tarballs (at ${SECONDS}s)"
+        log="$logs/matrix"
+        CONNTRACK_LIB_PYTEST_ARGS="$*" "$root/tools/matrix.sh" "$tarballs" 2>&1 | tee "$log" \
+            || status=1
+        # Every release's closing pytest line adds to the totals.
+        while IFS= read -r line; do
+            echo "$line" >"$logs/one"; tally "$logs/one"
+        done < <(grep -E '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$log")
+    fi
+elif [ -z "$tarballs" ]; then
+    skipped+=("version matrix (no tarball directory: pass --tarballs DIR or set CONNTRACK_LIB_TARBALLS)")
+elif [ ! -d "$tarballs" ]; then
+    skipped+=("version matrix (no directory $tarballs)")
+else
+    skipped+=("version matrix (needs root)")
+fi
+
+if [ "${#skipped[@]}" -gt 0 ]; then
+    what=$(printf '%s; ' "${skipped[@]}")
+    if [ "$ci" -eq 1 ]; then
+        status=1
+        echo "test.sh: FAILED, CI must run everything, did not run: ${what%; }"
+    else
+        echo "test.sh: did not run: ${what%; }"
+    fi
+fi
+echo "test.sh: finished in ${SECONDS}s"
+echo "$passed passed, $failed failed"
+exit "$status"

@@ -96,12 +96,12 @@ class Addresses(dict[str, netaddr.IPAddress]):
     def __missing__(self, text: str) -> netaddr.IPAddress:
         try:
             if ":" in text:
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text))
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
                 address = _make_address(value, 6)
             elif len(text) <= _IPV4_MAX_TEXT and text.count(".") == 3:
                 # The count rules out what inet_aton also takes ("1.2.3",
                 # "0x01020304"); conntrack never prints those.
-                address = _make_address(int.from_bytes(socket.inet_aton(text)), 4)
+                address = _make_address(int.from_bytes(socket.inet_aton(text), "big"), 4)
             else:
                 raise LineError(f"not an IP address: {text!r}")
         except OSError as exc:

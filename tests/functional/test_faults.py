@@ -652,6 +652,10 @@ def test_leak_check_sees_children_zombies_namespaces_and_fds() -> None:
     name = netns.unique_name(PREFIX)
     netns.add(name)
     try:
+        # Right after the exec the child still runs (state R), longer on a
+        # loaded machine; once in its 30 s sleep it stays in S, so the
+        # snapshot below sees one known state.
+        wait_until(lambda: leaks.process_state(child.pid) == "S", "the child asleep")
         found = leaks.leaks(before, leaks.snapshot(WATCHED))
         assert f"child process {child.pid} (state S) appeared" in found
         assert f"namespace {name} was left behind" in found

@@ -67,10 +67,31 @@ def _address(token: str) -> bool:
         parsed = ipaddress.ip_address(token)
     except ValueError:
         return False
-    # Canonical text only: Python's form, or glibc inet_ntop's (which keeps
-    # the dotted tail of IPv4-mapped and -compatible IPv6 addresses).
-    family = socket.AF_INET if parsed.version == 4 else socket.AF_INET6
-    return token in (str(parsed), socket.inet_ntop(family, parsed.packed))
+    # Canonical text only: the all-hex compressed form (Python's before
+    # 3.13), Python's own, or glibc inet_ntop's (the last two keep the dotted
+    # tail of IPv4-mapped addresses).
+    if parsed.version == 4:
+        return token in (str(parsed), socket.inet_ntop(socket.AF_INET, parsed.packed))
+    return token in (_hex_text(parsed.packed), str(parsed),
+                     socket.inet_ntop(socket.AF_INET6, parsed.packed))
+
+
+def _hex_text(packed: bytes) -> str:
+    """Return the RFC 5952 text of an IPv6 address in hex groups only."""
+    groups = [f"{int.from_bytes(packed[i:i + 2], 'big'):x}" for i in range(0, 16, 2)]
+    best_start, best_len, start = -1, 1, None
+    for index, group in enumerate([*groups, "end"]):
+        if group == "0":
+            start = index if start is None else start
+            continue
+        if start is not None and index - start > best_len:
+            best_start, best_len = start, index - start
+        start = None
+    if best_start < 0:
+        return ":".join(groups)
+    head = ":".join(groups[:best_start])
+    tail = ":".join(groups[best_start + best_len:])
+    return f"{head}::{tail}"
 
 
 def _address_or_network(token: str) -> bool:
