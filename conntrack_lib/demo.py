@@ -33,7 +33,7 @@ REMOTES_PER_PORT = 20
 
 # A BaseException, like KeyboardInterrupt: no "except Exception" on the way
 # (oslo.privsep logs those) may catch it.
-class _Stopped(BaseException):  # noqa: N818 - an outcome, not an error
+class _Stopped(BaseException):
     """A termination signal arrived while the demo ran."""
 
     def __init__(self, signum: int) -> None:

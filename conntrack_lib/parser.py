@@ -159,11 +159,11 @@ class _Addresses(dict[str, netaddr.IPAddress]):
     def __missing__(self, text: str) -> netaddr.IPAddress:
         try:
             if ":" in text:
-                value, version = int.from_bytes(_inet_pton(_AF_INET6, text)), 6
+                value, version = int.from_bytes(_inet_pton(_AF_INET6, text), "big"), 6
             elif len(text) <= _IPV4_MAX_TEXT and text.count(".") == 3:
                 # The count rules out what inet_aton also takes ("1.2.3",
                 # "0x01020304"); conntrack never prints those.
-                value, version = int.from_bytes(_inet_aton(text)), 4
+                value, version = int.from_bytes(_inet_aton(text), "big"), 4
             else:
                 raise _LineError(f"not an IP address: {text!r}")
         except OSError as exc:

@@ -61,7 +61,7 @@ def test_signal_mid_run_removes_the_namespace(signum: signal.Signals) -> None:
             proc.kill()
             proc.wait()
         if _exists(name):
-            subprocess.run(["ip", "netns", "delete", name], check=False)
+            subprocess.run([netns.IP, "netns", "delete", name], check=False)
     assert not _exists(name)
     assert proc.returncode == 128 + signum
     assert "Traceback" not in err
