@@ -3,7 +3,8 @@
 Run as root: ``python -m conntrack_lib.demo``.  It creates a namespace,
 allocates conntrack zones for simulated ports, creates flows across them,
 shows the table per zone, deletes what a removed security-group rule and a
-released port leave behind, and removes the namespace, also on Ctrl-C.
+released port leave behind, and removes the namespace, also on Ctrl-C or
+SIGTERM.  Every step prints one line with its elapsed time.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import Any, TextIO
 
 from conntrack_lib import constants, exceptions
@@ -28,8 +31,24 @@ DEMO_ZONE_RANGE = (4097, constants.MAX_CONNTRACK_ZONE_ID)
 REMOTES_PER_PORT = 20
 
 
+# A BaseException, like KeyboardInterrupt: no "except Exception" on the way
+# (oslo.privsep logs those) may catch it.
+class _Stopped(BaseException):
+    """A termination signal arrived while the demo ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    """Run the demo; return the process exit code."""
+    """Run the demo; return the process exit code.
+
+    :param argv: the command line arguments, ``sys.argv[1:]`` by default.
+    :param out: where the demo's report goes.
+    :returns: 0 on success, 1 when conntrack failed, 2 when a requirement is
+        missing, 128 + the signal number when SIGINT or SIGTERM stopped it.
+    """
     args = _parse(argv)
     # oslo.privsep imports eventlet, which warns on import; not our user's concern.
     warnings.filterwarnings("ignore", message="\nEventlet is deprecated")
@@ -37,13 +56,47 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     if problem:
         print(f"conntrack_lib demo: {problem}", file=sys.stderr)
         return 2
-    with _throwaway_namespace() as ns:
+    name = args.netns or f"ctlib-demo-{os.getpid()}"
+    with _signals_raise() as restore:
         try:
-            _run(ns, args, out)
+            with _throwaway_namespace(name) as ns:
+                _run(ns, args, out)
+        except _Stopped as stop:
+            restore()
+            print(f"conntrack_lib demo: stopped by {signal.Signals(stop.signum).name}; "
+                  f"namespace {name} removed", file=sys.stderr)
+            return 128 + stop.signum
         except exceptions.ConntrackError as err:
             print(f"conntrack_lib demo failed: {err}", file=sys.stderr)
             return 1
     return 0
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[Any]:
+    """Turn the first SIGINT or SIGTERM into :class:`_Stopped`, then restore.
+
+    Later signals are ignored until the namespace is gone, so a second
+    Ctrl-C cannot interrupt the cleanup.
+    """
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in wanted}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        for other in wanted:
+            signal.signal(other, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    for signum in wanted:
+        signal.signal(signum, handler)
+    try:
+        yield restore
+    finally:
+        restore()
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -52,6 +105,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="simulated ports, 2 to 250 (default 36)")
     parser.add_argument("--executor", choices=("privsep", "process"), default="privsep",
                         help="run conntrack through the privsep daemon (default) or directly")
+    parser.add_argument("--netns", metavar="NAME", type=_netns_name, default=None,
+                        help="name of the throwaway network namespace to create (it must "
+                        "not exist; default ctlib-demo-PID); removed at the end")
     return parser.parse_args(argv)
 
 
@@ -60,6 +116,16 @@ def _port_count(text: str) -> int:
     if not 2 <= count <= 250:
         raise argparse.ArgumentTypeError("must be between 2 and 250")
     return count
+
+
+def _netns_name(text: str) -> str:
+    from conntrack_lib import netns  # noqa: PLC0415
+
+    try:
+        netns.validate_name(text)
+    except exceptions.InvalidArgumentError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _missing_requirement() -> str | None:
@@ -82,15 +148,21 @@ def _ip_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def _throwaway_namespace() -> Iterator[str]:
+def _throwaway_namespace(name: str) -> Iterator[str]:
     ip = _ip_binary() or "ip"
-    name = f"ctlib-demo-{os.getpid()}"
-    subprocess.run([ip, "netns", "add", name], check=True)
     try:
+        # Inside the try: a signal during `ip netns add` still cleans up.
+        subprocess.run([ip, "netns", "add", name], check=True)
         yield name
     finally:
-        # Also reached on KeyboardInterrupt: the namespace never outlives us.
-        subprocess.run([ip, "netns", "delete", name], check=False)
+        # Also reached on SIGINT and SIGTERM (see _signals_raise): the
+        # namespace never outlives us.  Block them so nothing cuts this short.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            subprocess.run([ip, "netns", "delete", name], check=False,
+                           stderr=subprocess.DEVNULL)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _executor(kind: str) -> Any:
@@ -128,9 +200,11 @@ def _run(ns: str, args: argparse.Namespace, out: TextIO) -> None:
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
-    say(f"namespace {ns} (throwaway), executor: {args.executor}")
+    t0 = time.monotonic()
     helper = ConntrackHelper(namespace=ns, executor=_executor(args.executor),
                              zone_range=DEMO_ZONE_RANGE)
+    helper.count()  # starts the privsep daemon now, so its cost shows here
+    say(f"namespace {ns} (throwaway), executor {args.executor} ready in {_ms(t0)}")
     ports = [f"port-{i:02d}" for i in range(args.ports)]
 
     t0 = time.monotonic()
@@ -170,7 +244,9 @@ def _run(ns: str, args: argparse.Namespace, out: TextIO) -> None:
         f"zone {zones[gone]} is free again (reused last)")
 
     say()
-    say(f"table now holds {helper.count()} flows in {len(helper.zones())} allocated zones")
+    t0 = time.monotonic()
+    say(f"table now holds {helper.count()} flows in {len(helper.zones())} allocated zones "
+        f"(counted in {_ms(t0)})")
 
 
 def _print_zone_table(entries: Sequence[Any], zones: dict[str, int], say: Any) -> None:
