@@ -79,9 +79,9 @@ def enqueue(queue: DeletionQueue, call: Call) -> None:
     """Issue one call on the queue."""
     kind, zone, ip = call
     if kind == "zone":
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     else:
-        queue.delete_remote_ips(zone, [ip])
+        queue.delete_by_remote_ips(zone, [ip])
 
 
 def identities(helper: ConntrackHelper) -> set[tuple[Any, ...]]:
@@ -121,7 +121,7 @@ def run_queue(ns: str, work: list[Call]) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     enqueued_in = time.perf_counter() - start
-    if not queue.flush(timeout=1800):
+    if not queue.wait(timeout=1800):
         raise RuntimeError("the queue did not drain within 30 minutes")
     drained_in = time.perf_counter() - start
     queue.stop()

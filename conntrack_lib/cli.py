@@ -745,10 +745,10 @@ class FlushFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mis
         if parsed_args.all:
             if not parsed_args.yes:
                 self.confirm(f"flush all {helper.count()} flows{_where(self.app)}?")
-            flushed = self.with_progress("flushing", helper.flush)
+            flushed = self.with_progress("flushing", helper.flush_table)
         else:
             flushed = self.with_progress(
-                "flushing zone", lambda: helper.flush(zone=parsed_args.zone))
+                "flushing zone", lambda: helper.flush_table(zone=parsed_args.zone))
         return ("deleted",), (flushed,)
 
 

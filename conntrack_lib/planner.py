@@ -140,11 +140,11 @@ class CostModel:
     """
 
     process: float = 0.004
-    cli_scan: float = 4.5e-6
-    dump_parse: float = 9.0e-6
-    match: float = 0.15e-6
-    netlink_delete: float = 50e-6
-    cli_delete: float = 4.5e-6
+    cli_scan: float = 4.2e-6
+    dump_parse: float = 16e-6
+    match: float = 1.4e-6
+    netlink_delete: float = 42e-6
+    cli_delete: float = 4.2e-6
 
     def cli_cost(self, lines: int, table_size: int, batch_size: int) -> float:
         """Return the estimated seconds of ``lines`` filtered ``-D`` lines."""

@@ -187,20 +187,28 @@ def remote_ip_requests(
                                    "flows of")
     base = {"zone": zone, "mark": mark}
     if not locals_:
-        return [Request.build({**base, side: ip}) for ip in remotes for side in ("src", "dst")]
+        return [Request.build({**base, "family": _family_of(ip), side: ip})
+                for ip in remotes for side in ("src", "dst")]
     if not remotes:
-        return [Request.build({**base, side: ip}) for ip in locals_ for side in ("src", "dst")]
+        return [Request.build({**base, "family": _family_of(ip), side: ip})
+                for ip in locals_ for side in ("src", "dst")]
     requests = []
     for remote in remotes:
-        version = val.address_version(remote.split("/")[0])
-        peers = [ip for ip in locals_ if val.address_version(ip) == version]
+        family = _family_of(remote)
+        peers = [ip for ip in locals_ if _family_of(ip) == family]
         if not peers:
             raise InvalidArgumentError("remote_ips", remote,
-                                       f"is IPv{version} but no local address is")
+                                       f"is {family} but no local address is")
         for local in peers:
-            requests.append(Request.build({**base, "src": remote, "dst": local}))
-            requests.append(Request.build({**base, "src": local, "dst": remote}))
+            requests.append(Request.build({**base, "family": family, "src": remote,
+                                           "dst": local}))
+            requests.append(Request.build({**base, "family": family, "src": local,
+                                           "dst": remote}))
     return requests
+
+
+def _family_of(address: str) -> str:
+    return constants.IPV4 if val.address_version(address.split("/")[0]) == 4 else constants.IPV6
 
 
 def neutron_rule(rule: SecurityGroupRule | Mapping[str, Any]) -> SecurityGroupRule:
