@@ -8,7 +8,6 @@ from typing import Any
 import netaddr
 import pytest
 
-from conntrack_lib import commands
 from conntrack_lib import exceptions as exc
 from conntrack_lib.executor import Result
 from conntrack_lib.helper import ConntrackHelper, SecurityGroupRule, remote_ip_requests

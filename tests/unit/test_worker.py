@@ -22,8 +22,8 @@ from conntrack_lib import commands
 from conntrack_lib import exceptions as exc
 from conntrack_lib.executor import Result
 from conntrack_lib.helper import ConntrackHelper
-from conntrack_lib.planner import CostModel
 from conntrack_lib.models import Entry, FlowTuple
+from conntrack_lib.planner import CostModel
 from conntrack_lib.worker import DeletionQueue, QueueClosedError, QueueFullError
 
 WAIT = 5.0  # generous upper bound for anything that should happen at once

@@ -82,7 +82,7 @@ CHILD = textwrap.dedent('''
     flushed = queue.wait(timeout=30)
 
     full = None
-    held = DeletionQueue(ConntrackHelper(executor=executor, cost_model=CostModel(dump_parse=1.0)), maxsize=1, block=False)
+    held = DeletionQueue(cli_only, maxsize=1, block=False)
     held.delete_entries(zone=1)
     started = time.monotonic()
     try:
