@@ -208,7 +208,8 @@ def remote_ip_requests(
 
 
 def _family_of(address: str) -> str:
-    return constants.IPV4 if val.address_version(address.split("/", maxsplit=1)[0]) == 4 else constants.IPV6
+    version = val.address_version(address.split("/", maxsplit=1)[0])
+    return constants.IPV4 if version == 4 else constants.IPV6
 
 
 def neutron_rule(rule: SecurityGroupRule | Mapping[str, Any]) -> SecurityGroupRule:
