@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 
 from bench import _common as c
-from conntrack_lib import matching, planner
+from conntrack_lib import commands, matching, planner
 from conntrack_lib.executor import ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 
@@ -40,6 +40,11 @@ def measure(ns: str, size: int) -> dict[str, float]:
     miss = {"zone": ZONES[0], "src": "192.0.2.1"}
     one_line = c.median_time(lambda: helper.delete_entries(**miss), RUNS)
     dump = c.median_time(lambda: helper.list_entries(output=("id",)), RUNS)
+    keep = matching.line_prefilter([miss])
+    assert keep is not None
+    listing = commands.ListCommand(output=("id",))
+    scan = c.median_time(lambda: sum(1 for line in helper.executor.iter_lines(
+        listing, namespace=ns) if keep(line)), RUNS)
     entries = helper.list_entries(output=("id",))
     predicates = [matching.compile_filters({"zone": z, "src": "192.0.2.1"}) for z in ZONES]
     match = c.median_time(lambda: [p(e) for e in entries for p in predicates], RUNS)
@@ -48,7 +53,8 @@ def measure(ns: str, size: int) -> dict[str, float]:
     return {
         "process": process,
         "cli_scan": max(one_line - process, 0.0) / size,
-        "dump_parse": max(dump - process, 0.0) / size,
+        "dump_scan": max(scan - process, 0.0) / size,
+        "dump_parse": max(dump - scan, 0.0) / size,
         "match": match / (size * len(predicates)),
         "netlink_delete": netlink / len(victims),
     }
@@ -72,7 +78,9 @@ def main() -> None:
         for size in (1_000, 10_000, 100_000):
             print(f"  {name} crossover at {size:6d} flows: one dump wins from "
                   f"{model.crossover(size, netlink=True)} requests (netlink), "
-                  f"{model.crossover(size, netlink=False)} (cli only)")
+                  f"{model.crossover(size, netlink=False)} (cli only), "
+                  f"{model.crossover(size, netlink=True, prefiltered=True)} "
+                  "(netlink, requests on exact addresses or zones)")
 
 
 if __name__ == "__main__":

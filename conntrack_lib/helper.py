@@ -593,8 +593,12 @@ class ConntrackHelper:
         zones = set(zone_wide)
         output = tuple(dict.fromkeys(("id", *(n for r in requests
                                               for n in matching.needs(r.filters)))))
-        entries = self.list_entries(output=output)
-        self._table_size = len(entries)
+        lines = _CountedLines(self.executor.iter_lines(commands.ListCommand(output=output),
+                                                       namespace=self.namespace))
+        keep = matching.line_prefilter([r.filters for r in requests], zones)
+        # Lines no request can match are not parsed: most of a large table.
+        entries = parser.parse_entries(lines if keep is None else filter(keep, lines))
+        self._table_size = lines.count
         doomed = []
         for entry in entries:
             orig, reply = matching.direction_zones(entry)
@@ -623,6 +627,22 @@ def _options(conf: Any) -> Any:
     conf = cfg.CONF if conf is None else conf
     opts.register_opts(conf)
     return conf[opts.GROUP]
+
+
+class _CountedLines:
+    """Iterate over lines, counting them (the table size for the cost model)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        return line
 
 
 def _exact_command(entry: Entry) -> commands.DeleteCommand:

@@ -36,7 +36,8 @@ those to the kernel's status filter and match the rest here
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import netaddr
@@ -114,6 +115,46 @@ def split_status(filters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     else:
         engine.pop("status")
     return {"status": hidden}, engine
+
+
+def line_prefilter(requests: Iterable[Mapping[str, Any]],
+                   zones: Iterable[int] = ()) -> Callable[[str], bool] | None:
+    """Return a cheap test a dump line must pass to match any of ``requests``.
+
+    Each request (and each whole zone of ``zones``) gives one text token its
+    matching lines must hold: an exact address as ``src=A `` or ``dst=A ``,
+    else a non-zero zone as ``zone=N ``.  Lines holding none of the tokens
+    cannot match and need not be parsed.  The test is necessary, never
+    sufficient: lines that pass are still matched in full.
+
+    :param requests: validated filter keywords, one mapping per request.
+    :param zones: whole zones that go too.
+    :returns: the test, or None when some request gives no token.
+    """
+    tokens = [f"zone={zone} " for zone in zones]
+    for filters in requests:
+        token = _anchor(filters)
+        if token is None:
+            return None
+        tokens.append(token)
+    if not tokens:
+        return None
+    search = re.compile("|".join(re.escape(t) for t in dict.fromkeys(tokens))).search
+    return lambda line: search(line) is not None
+
+
+def _anchor(filters: Mapping[str, Any]) -> str | None:
+    for name in ("dst", "src"):
+        value = filters.get(name)
+        # conntrack prints addresses as inet_ntop does, which for these
+        # forms is the validators' canonical text; a CIDR has no one token.
+        if isinstance(value, str) and "/" not in value and not (
+                ":" in value and "." in value):
+            return f"{name}={value} "
+    zone = filters.get("zone")
+    if zone:
+        return f"zone={zone} "
+    return None
 
 
 def subsumes(broad: Mapping[str, Any], narrow: Mapping[str, Any]) -> bool:

@@ -133,18 +133,23 @@ class CostModel:
 
     :ivar process: starting one conntrack process through the daemon.
     :ivar cli_scan: one ``-D`` line's table dump and filter, per flow.
-    :ivar dump_parse: one ``-L`` dump parsed in Python, per flow.
+    :ivar dump_scan: one ``-L`` dump read and prefiltered in Python, per flow.
+    :ivar dump_parse: parsing one dumped flow in Python.
+    :ivar candidate_share: the share of a table one prefilter token lets
+        through, per request (an address or zone of one port among many).
     :ivar match: one request matched in Python, per flow.
     :ivar netlink_delete: one exact netlink delete.
     :ivar cli_delete: one exact ``-D`` by tuple and id, per table flow.
     """
 
-    process: float = 0.004
-    cli_scan: float = 4.2e-6
+    process: float = 0.003
+    cli_scan: float = 6e-6
+    dump_scan: float = 6e-6
     dump_parse: float = 16e-6
-    match: float = 1.4e-6
-    netlink_delete: float = 42e-6
-    cli_delete: float = 4.2e-6
+    candidate_share: float = 0.01
+    match: float = 1e-6
+    netlink_delete: float = 40e-6
+    cli_delete: float = 6e-6
 
     def cli_cost(self, lines: int, table_size: int, batch_size: int) -> float:
         """Return the estimated seconds of ``lines`` filtered ``-D`` lines."""
@@ -153,28 +158,36 @@ class CostModel:
         processes = -(-lines // batch_size)
         return processes * self.process + lines * table_size * self.cli_scan
 
-    def dump_cost(self, requests: int, table_size: int, netlink: bool) -> float:
+    def dump_cost(self, requests: int, table_size: int, netlink: bool,
+                  prefiltered: bool = False) -> float:
         """Return the estimated seconds of one dump, matching and exact deletes.
 
         The deletes themselves are not counted: both strategies delete the
         same flows, and the kernel's per-flow work is the same.  Without
-        netlink every exact delete is a ``-D`` that scans the table.
+        netlink every exact delete is a ``-D`` that scans the table.  A
+        prefiltered dump parses only the lines holding a request's token.
         """
-        cost = self.process + table_size * (self.dump_parse + requests * self.match)
+        parsed = table_size
+        if prefiltered:
+            parsed = int(table_size * min(1.0, requests * self.candidate_share))
+        cost = (self.process + table_size * self.dump_scan
+                + parsed * (self.dump_parse + requests * self.match))
         if not netlink:
             cost += table_size * self.cli_delete  # at least one table scan per victim
         return cost
 
-    def crossover(self, table_size: int, netlink: bool, batch_size: int = 1000) -> int:
+    def crossover(self, table_size: int, netlink: bool, batch_size: int = 1000,
+                  prefiltered: bool = False) -> int:
         """Return the fewest requests for which one dump beats ``-D`` lines.
 
         :param table_size: flows in the table.
         :param netlink: whether exact deletes go over netlink.
         :param batch_size: ``-D`` lines per ``-R`` process.
+        :param prefiltered: whether the requests give prefilter tokens.
         :returns: the request count, at most 10,000.
         """
         for lines in range(1, 10_001):
-            if self.dump_cost(lines, table_size, netlink) < self.cli_cost(
+            if self.dump_cost(lines, table_size, netlink, prefiltered) < self.cli_cost(
                     lines, table_size, batch_size):
                 return lines
         return 10_001
@@ -289,7 +302,9 @@ def plan_deletes(
     filtered = tuple(r for r in rest if not r.cli_ok and not r.dump_ok)
     size = DEFAULT_TABLE_SIZE if table_size is None else table_size
     cli_cost = model.cli_cost(len(both) + len(zone_wide), size, batch_size)
-    dump_cost = model.dump_cost(len(both) + len(dump_only), size, netlink)
+    prefiltered = matching.line_prefilter([r.filters for r in both + dump_only],
+                                          zone_wide) is not None
+    dump_cost = model.dump_cost(len(both) + len(dump_only), size, netlink, prefiltered)
     strategy = "dump" if dump_only or (both and dump_cost < cli_cost) else "cli"
     chosen = both + dump_only if strategy == "dump" else both
     return DeletePlan(requests=tuple(chosen), zone_wide=zone_wide, strategy=strategy,
