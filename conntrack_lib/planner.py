@@ -164,7 +164,8 @@ class CostModel:
 
         The deletes themselves are not counted: both strategies delete the
         same flows, and the kernel's per-flow work is the same.  Without
-        netlink every exact delete is a ``-D`` that scans the table.  A
+        netlink every exact delete is a ``-D`` that scans the table, so
+        one dump then never wins.  A
         prefiltered dump parses only the lines holding a request's token.
         """
         parsed = table_size
@@ -173,7 +174,8 @@ class CostModel:
         cost = (self.process + table_size * self.dump_scan
                 + parsed * (self.dump_parse + requests * self.match))
         if not netlink:
-            cost += table_size * self.cli_delete  # at least one table scan per victim
+            # Each exact -D scans the table; assume one victim per request.
+            cost += requests * table_size * self.cli_delete
         return cost
 
     def crossover(self, table_size: int, netlink: bool, batch_size: int = 1000,

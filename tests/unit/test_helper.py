@@ -149,8 +149,9 @@ def test_dump_plan_lists_once_and_deletes_matches_over_netlink() -> None:
 
 def test_cost_model_keeps_few_requests_on_the_cli_and_many_on_one_dump() -> None:
     helper = ConntrackHelper(executor=NetlinkRecorder())
-    crossover = helper.cost_model.crossover(10_000, netlink=True)
+    crossover = helper.cost_model.crossover(10_000, netlink=True, prefiltered=True)
     assert 2 <= crossover <= 20
+    assert helper.cost_model.crossover(10_000, netlink=False) > 1000
     few = [{"zone": 8, "src": f"10.0.0.{n}"} for n in range(crossover - 1)]
     many = [{"zone": 8, "src": f"10.0.0.{n}"} for n in range(crossover)]
     assert helper.plan_deletes(few).strategy == "cli"
