@@ -122,8 +122,8 @@ def line_prefilter(requests: Iterable[Mapping[str, Any]],
     """Return a cheap test a dump line must pass to match any of ``requests``.
 
     Each request (and each whole zone of ``zones``) gives one text token its
-    matching lines must hold: an exact address as ``src=A `` or ``dst=A ``,
-    else a non-zero zone as ``zone=N ``.  Lines holding none of the tokens
+    matching lines must hold: a port as ``dport=N ``, else an exact address
+    as ``src=A `` or ``dst=A ``, else a non-zero zone as ``zone=N ``.  Lines holding none of the tokens
     cannot match and need not be parsed.  The test is necessary, never
     sufficient: lines that pass are still matched in full.
 
@@ -144,6 +144,11 @@ def line_prefilter(requests: Iterable[Mapping[str, Any]],
 
 
 def _anchor(filters: Mapping[str, Any]) -> str | None:
+    # The most selective token first: a rule's port picks its flows out of
+    # every port's, an address one port's (or one remote's) flows.
+    for name in ("dport", "sport"):
+        if filters.get(name) is not None:
+            return f"{name}={filters[name]} "
     for name in ("dst", "src"):
         value = filters.get(name)
         # conntrack prints addresses as inet_ntop does, which for these

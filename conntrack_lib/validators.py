@@ -181,7 +181,9 @@ def protocol_number(field: str, value: object) -> int:
     if isinstance(value, str):
         text = _text(field, value).lower()
         if text.isascii() and text.isdigit():
-            return integer(field, int(text), 0, constants.MAX_PROTOCOL)
+            if int(text) > constants.MAX_PROTOCOL:
+                raise InvalidArgumentError(field, value, f"expected 0..{constants.MAX_PROTOCOL}")
+            return int(text)
         number = constants.NEUTRON_PROTOCOL_NUMBERS.get(text)
         if number is None:
             raise InvalidArgumentError(
