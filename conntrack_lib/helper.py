@@ -593,12 +593,14 @@ class ConntrackHelper:
         zones = set(zone_wide)
         output = tuple(dict.fromkeys(("id", *(n for r in requests
                                               for n in matching.needs(r.filters)))))
-        lines = _CountedLines(self.executor.iter_lines(commands.ListCommand(output=output),
-                                                       namespace=self.namespace))
+        shared = planner.common_cli_filters(requests, zones)
+        listing = commands.ListCommand(**shared, output=output)
+        lines = _CountedLines(self.executor.iter_lines(listing, namespace=self.namespace))
         keep = matching.line_prefilter([r.filters for r in requests], zones)
         # Lines no request can match are not parsed: most of a large table.
         entries = parser.parse_entries(lines if keep is None else filter(keep, lines))
-        self._table_size = lines.count
+        if not shared:
+            self._table_size = lines.count
         doomed = []
         for entry in entries:
             orig, reply = matching.direction_zones(entry)

@@ -159,7 +159,7 @@ class CostModel:
         return processes * self.process + lines * table_size * self.cli_scan
 
     def dump_cost(self, requests: int, table_size: int, netlink: bool,
-                  prefiltered: bool = False) -> float:
+                  prefiltered: bool = False, narrowed: bool = False) -> float:
         """Return the estimated seconds of one dump, matching and exact deletes.
 
         The deletes themselves are not counted: both strategies delete the
@@ -169,9 +169,12 @@ class CostModel:
         prefiltered dump parses only the lines holding a request's token.
         """
         parsed = table_size
-        if prefiltered:
+        if prefiltered or narrowed:
             parsed = int(table_size * min(1.0, requests * self.candidate_share))
-        cost = (self.process + table_size * self.dump_scan
+        # A dump narrowed by shared filters prints only candidates: it costs
+        # what one -D line's scan costs.
+        scan = self.cli_scan if narrowed else self.dump_scan
+        cost = (self.process + table_size * scan
                 + parsed * (self.dump_parse + requests * self.match))
         if not netlink:
             # Each exact -D scans the table; assume one victim per request.
@@ -193,6 +196,33 @@ class CostModel:
                     lines, table_size, batch_size):
                 return lines
         return 10_001
+
+
+_L4_KEYS = frozenset({"sport", "dport", "reply_sport", "reply_dport", "icmp_type", "icmp_code",
+                      "icmp_id", "srckey", "dstkey", "reply_srckey", "reply_dstkey", "state"})
+
+
+def common_cli_filters(requests: Iterable[Request], zones: Iterable[int] = ()) -> dict[str, Any]:
+    """Return the filters every request (and whole zone) shares that ``-L`` gets right.
+
+    Passed to the dump, they make conntrack print only the flows that can
+    match: printing, not scanning, is most of a dump's cost.
+
+    :param requests: the requests the dump decides.
+    :param zones: whole zones the dump takes along.
+    :returns: the shared filters; empty when nothing is shared.
+    """
+    pairs = [set(r.split()[0].items()) for r in requests]
+    pairs += [{("zone", z)} for z in zones]
+    if not pairs:
+        return {}
+    shared = dict(set.intersection(*pairs))
+    for name in ("status", "mask_src", "mask_dst", "labels"):
+        shared.pop(name, None)
+    if "proto" not in shared:
+        for name in _L4_KEYS:
+            shared.pop(name, None)
+    return shared
 
 
 #: The model measured on the reference machine.
@@ -306,7 +336,9 @@ def plan_deletes(
     cli_cost = model.cli_cost(len(both) + len(zone_wide), size, batch_size)
     prefiltered = matching.line_prefilter([r.filters for r in both + dump_only],
                                           zone_wide) is not None
-    dump_cost = model.dump_cost(len(both) + len(dump_only), size, netlink, prefiltered)
+    narrowed = bool(common_cli_filters(both + dump_only, zone_wide))
+    dump_cost = model.dump_cost(len(both) + len(dump_only), size, netlink, prefiltered,
+                                narrowed)
     strategy = "dump" if dump_only or (both and dump_cost < cli_cost) else "cli"
     chosen = both + dump_only if strategy == "dump" else both
     return DeletePlan(requests=tuple(chosen), zone_wide=zone_wide, strategy=strategy,
