@@ -72,7 +72,9 @@ def calls(seed: int = 11) -> list[Call]:
 def expand(call: Call) -> list[dict[str, Any]]:
     """Return the filter requests one call stands for."""
     kind, zone, ip = call
-    return [{"zone": zone}] if kind == "zone" else remote_ip_requests(zone, [ip])
+    if kind == "zone":
+        return [{"zone": zone}]
+    return [r.filters for r in remote_ip_requests(zone, [ip])]
 
 
 def enqueue(queue: DeletionQueue, call: Call) -> None:

@@ -199,8 +199,9 @@ def main() -> None:
           f"({PORTS} ports sharing the group), {runs} runs:")
     for side, values in times.items():
         print(f"  {side:8s} min {min(values):7.2f} s  median {statistics.median(values):7.2f} s")
+    medians = {side: statistics.median(values) for side, values in times.items()}
     print(f"  speed-up: min {c.ratio(min(times['neutron']), min(times['library']))}, "
-          f"median {c.ratio(statistics.median(times['neutron']), statistics.median(times['library']))}")
+          f"median {c.ratio(medians['neutron'], medians['library'])}")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,8 @@ def line_prefilter(requests: Iterable[Mapping[str, Any]],
 
     Each request (and each whole zone of ``zones``) gives one text token its
     matching lines must hold: a port as ``dport=N ``, else an exact address
-    as ``src=A `` or ``dst=A ``, else a non-zero zone as ``zone=N ``.  Lines holding none of the tokens
-    cannot match and need not be parsed.  The test is necessary, never
+    as ``src=A `` or ``dst=A ``, else a non-zero zone as ``zone=N ``.  Lines
+    holding none of the tokens cannot match and need not be parsed.  The test is necessary, never
     sufficient: lines that pass are still matched in full.
 
     :param requests: validated filter keywords, one mapping per request.
