@@ -72,16 +72,18 @@ def calls(seed: int = 11) -> list[Call]:
 def expand(call: Call) -> list[dict[str, Any]]:
     """Return the filter requests one call stands for."""
     kind, zone, ip = call
-    return [{"zone": zone}] if kind == "zone" else remote_ip_requests(zone, [ip])
+    if kind == "zone":
+        return [{"zone": zone}]
+    return [r.filters for r in remote_ip_requests(zone, [ip])]
 
 
 def enqueue(queue: DeletionQueue, call: Call) -> None:
     """Issue one call on the queue."""
     kind, zone, ip = call
     if kind == "zone":
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     else:
-        queue.delete_remote_ips(zone, [ip])
+        queue.delete_by_remote_ips(zone, [ip])
 
 
 def identities(helper: ConntrackHelper) -> set[tuple[Any, ...]]:
@@ -121,7 +123,7 @@ def run_queue(ns: str, work: list[Call]) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     enqueued_in = time.perf_counter() - start
-    if not queue.flush(timeout=1800):
+    if not queue.wait(timeout=1800):
         raise RuntimeError("the queue did not drain within 30 minutes")
     drained_in = time.perf_counter() - start
     queue.stop()

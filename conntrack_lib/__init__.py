@@ -8,6 +8,7 @@ from conntrack_lib import exceptions
 from conntrack_lib.constants import MAX_CONNTRACK_ZONE_ID
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Counters, CpuStats, Entry, Event, FlowTuple
+from conntrack_lib.rules import SecurityGroupRule
 
 __all__ = [
     "MAX_CONNTRACK_ZONE_ID",
@@ -17,5 +18,6 @@ __all__ = [
     "Entry",
     "Event",
     "FlowTuple",
+    "SecurityGroupRule",
     "exceptions",
 ]

@@ -703,16 +703,29 @@ class DeleteFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mi
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Return how many flows went, or the argv of a dry run."""
-        from conntrack_lib import commands  # noqa: PLC0415
+        from conntrack_lib import (  # noqa: PLC0415
+            commands,
+            matching,
+            planner,
+        )
 
         filters = filters_from(parsed_args)
-        command = commands.DeleteCommand(**filters)  # validates before anything runs
+        request = planner.Request.build(filters)  # validates before anything runs
+        command: Any = commands.DeleteCommand(**request.filters)
+        if parsed_args.dry_run and not request.cli_ok:
+            # conntrack's own filter would get this wrong: the library dumps
+            # and matches with its filter engine, then deletes exactly.
+            cli, engine = request.split()
+            command = commands.ListCommand(**cli, output=("id", *matching.needs(engine)))
+            names, values = self.dry_run(command)
+            return (*names, "then"), (*values, f"delete exactly the listed flows matching "
+                                      f"{describe_filters(engine)}")
         if parsed_args.dry_run:
             return self.dry_run(command)
         helper = self.app.helper()
         if not parsed_args.yes:
-            matching = helper.count(**filters)
-            self.confirm(f"delete {matching} flows matching {describe_filters(filters)}"
+            matched = helper.count(**filters)
+            self.confirm(f"delete {matched} flows matching {describe_filters(filters)}"
                          f"{_where(self.app)}?")
         deleted = self.with_progress("deleting flows",
                                      lambda: helper.delete_entries(**filters))
@@ -748,10 +761,10 @@ class FlushFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mis
         if parsed_args.all:
             if not parsed_args.yes:
                 self.confirm(f"flush all {helper.count()} flows{_where(self.app)}?")
-            flushed = self.with_progress("flushing", helper.flush)
+            flushed = self.with_progress("flushing", helper.flush_table)
         else:
             flushed = self.with_progress(
-                "flushing zone", lambda: helper.flush(zone=parsed_args.zone))
+                "flushing zone", lambda: helper.flush_table(zone=parsed_args.zone))
         return ("deleted",), (flushed,)
 
 

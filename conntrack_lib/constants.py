@@ -34,6 +34,21 @@ PROTOCOL_NUMBERS: Final = {
 }
 PROTOCOL_NAMES: Final = {num: name for name, num in PROTOCOL_NUMBERS.items()}
 
+#: Every protocol name a Neutron security-group rule may carry (neutron-lib's
+#: ``IP_PROTOCOL_MAP``), with its IANA number.  ``icmpv6`` and ``ipv6-icmp``
+#: name the same protocol.  Names with a conntrack handler render as that
+#: handler's name, the others as their number.
+NEUTRON_PROTOCOL_NUMBERS: Final = {
+    "ah": 51, "dccp": 33, "egp": 8, "esp": 50, "gre": 47, "hopopt": 0,
+    "icmp": 1, "igmp": 2, "ipip": 4, "ipv6-encap": 41, "ipv6-frag": 44,
+    "ipv6-icmp": 58, "icmpv6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60,
+    "ipv6-route": 43, "ospf": 89, "pgm": 113, "rsvp": 46, "sctp": 132,
+    "tcp": 6, "udp": 17, "udplite": 136, "vrrp": 112,
+}
+#: Protocol values a security-group rule uses to mean "every protocol".
+ANY_PROTOCOL_WORDS: Final = frozenset({"any"})
+MAX_PROTOCOL: Final = 255
+
 #: Protocols whose tuples carry ports.
 PORT_PROTOCOLS: Final = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 ICMP_PROTOCOLS: Final = frozenset({"icmp", "icmpv6"})

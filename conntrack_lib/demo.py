@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from conntrack_lib import constants, exceptions
 from conntrack_lib.helper import ConntrackHelper
+from conntrack_lib.rules import SecurityGroupRule
 
 #: Neutron's iptables firewall leaves zones 1..4096 to OVS's VLAN tags.
 DEMO_ZONE_RANGE = (4097, constants.MAX_CONNTRACK_ZONE_ID)
@@ -230,8 +231,10 @@ def _run(ns: str, args: argparse.Namespace, out: TextIO) -> None:
     say(f"security-group rule removed: ingress tcp/22 to {rule_port} "
         f"({_port_ip(rule_index)}, zone {zones[rule_port]})")
     t0 = time.monotonic()
-    deleted = helper.delete_by_rule(zones[rule_port], "ingress", "IPv4", "tcp", 22, 22, None,
-                                    [_port_ip(rule_index)])
+    rule = SecurityGroupRule.from_neutron({"direction": "ingress", "ethertype": "IPv4",
+                                           "protocol": "tcp", "port_range_min": 22,
+                                           "port_range_max": 22})
+    deleted = helper.delete_rule(rule, [(zones[rule_port], [_port_ip(rule_index)])])
     say(f"  deleted {deleted} flows in {_ms(t0)}; "
         f"{helper.count(zone=zones[rule_port])} flows left in that zone")
 

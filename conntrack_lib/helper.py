@@ -9,18 +9,19 @@ small planner, because every ``conntrack -D`` dumps the whole table.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import netaddr
 from oslo_log import log as logging
 
-from conntrack_lib import commands, constants, matching, parser
+from conntrack_lib import commands, constants, matching, parser, planner
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import CpuStats, Entry, Event
+from conntrack_lib.planner import DeletePlan, DeleteReport
+from conntrack_lib.rules import SecurityGroupRule, neutron_rule, remote_ip_requests
 from conntrack_lib.zones import AnyZoneStore, SQLiteZoneStore, ZoneAllocator
 
 LOG = logging.getLogger(__name__)
@@ -33,56 +34,6 @@ UPDATE_BULK_LIMIT = 200
 VANISHED_MESSAGE = "such conntrack doesn't exist"
 VANISHED_RETRIES = 3
 
-
-@dataclasses.dataclass(frozen=True)
-class DeletePlan:
-    """What a set of deletion requests costs once merged.
-
-    :ivar requests: the distinct, non-subsumed requests, as filter dicts.
-    :ivar zone_wide: zones whose every flow goes (one ``-D -w ZONE`` each).
-    :ivar strategy: ``"cli"`` (one ``-R`` batch of ``-D`` lines, each a
-        table dump) or ``"dump"`` (one ``-L`` dump, matching in Python,
-        then exact deletes over netlink).
-    :ivar received: how many requests came in.
-    :ivar merged: how many were identical to another one.
-    :ivar dropped: how many a broader request of the same plan covered.
-    """
-
-    requests: tuple[Mapping[str, Any], ...]
-    zone_wide: tuple[int, ...]
-    strategy: str
-    received: int
-    merged: int
-    dropped: int
-    batch_size: int = 1000
-
-    @property
-    def dumps(self) -> int:
-        """Return how many full table dumps executing the plan costs."""
-        if not self.requests and not self.zone_wide:
-            return 0
-        if self.strategy == "dump":
-            return 1
-        return len(self.requests) + len(self.zone_wide)
-
-    @property
-    def processes(self) -> int:
-        """Return how many conntrack processes executing the plan starts."""
-        lines = len(self.requests) + len(self.zone_wide)
-        if not lines:
-            return 0
-        if self.strategy == "dump":
-            return 1  # the dump; the deletes themselves go over netlink
-        return -(-lines // self.batch_size)
-
-
-@dataclasses.dataclass(frozen=True)
-class DeleteReport:
-    """What executing a :class:`DeletePlan` did."""
-
-    plan: DeletePlan
-    deleted: int
-    seconds: float
 
 
 class ConntrackHelper:
@@ -105,6 +56,8 @@ class ConntrackHelper:
         the ``[conntrack_lib] exact_delete_backend`` option.
     :param conf: the oslo.config object those defaults come from
         (``cfg.CONF`` when None).
+    :param cost_model: the :class:`~conntrack_lib.planner.CostModel` that
+        picks each deletion's strategy.
     :raises InvalidZoneError: for a range outside 1..65535.
     :raises ZoneStoreError: when the zone store is unsafe or unusable.
     """
@@ -121,6 +74,7 @@ class ConntrackHelper:
         batch_size: int | None = None,
         exact_delete_backend: str | None = None,
         conf: Any = None,
+        cost_model: planner.CostModel = planner.DEFAULT_COST_MODEL,
     ) -> None:
         if batch_size is None or exact_delete_backend is None:
             group = _options(conf)
@@ -146,6 +100,9 @@ class ConntrackHelper:
                                         store=zone_store)
         self._recovered = False
         self._recover_lock = threading.Lock()
+        self.cost_model = cost_model
+        #: Flows in the table when last seen whole; the cost model's input.
+        self._table_size: int | None = None
 
     def __repr__(self) -> str:
         return f"ConntrackHelper(namespace={self.namespace!r}, executor={self.executor!r})"
@@ -252,17 +209,27 @@ class ConntrackHelper:
             self._allocator.unhold(zone)
         return deleted
 
+
     # -- reading ---------------------------------------------------------
 
     def iter_entries(self, **filters: Any) -> Iterator[Entry]:
         """Yield the entries matching ``filters`` as they are parsed.
 
-        :raises InvalidArgumentError: bad filters, or ``output`` asks for xml.
+        :param filters: the filter keywords of the public contract, plus
+            ``output`` (``-o`` keywords; xml is refused).
+        :returns: an iterator of :class:`~conntrack_lib.models.Entry`.
+        :raises InvalidArgumentError: for a bad filter or an xml ``output``,
+            before any process.
+        :raises CommandError: when conntrack fails.
         """
-        command = _list_command(filters)
+        command, predicate = self._list_command(filters)
         lines = self.executor.iter_lines(command, namespace=self.namespace)
+        entries = parser.iter_entries(lines)
         try:
-            yield from parser.iter_entries(lines)
+            if predicate is None:
+                yield from entries
+            else:
+                yield from (e for e in entries if predicate(e))
         finally:
             # Closing this generator releases the daemon's copy at once.
             close = getattr(lines, "close", None)
@@ -272,19 +239,54 @@ class ConntrackHelper:
     def list_entries(self, **filters: Any) -> list[Entry]:
         """Return the entries matching ``filters``.
 
-        :raises InvalidArgumentError: bad filters, or ``output`` asks for xml.
+        :param filters: the filter keywords of the public contract, plus
+            ``output`` (``-o`` keywords; xml is refused).
+        :returns: the matching entries.
+        :raises InvalidArgumentError: for a bad filter or an xml ``output``,
+            before any process.
+        :raises CommandError: when conntrack fails.
         """
-        command = _list_command(filters)
+        command, predicate = self._list_command(filters)
         # parse_entries builds the list with the garbage collector held off,
         # a third cheaper than list(iter_entries(...)) on large tables.
-        return parser.parse_entries(self.executor.iter_lines(command, namespace=self.namespace))
+        entries = parser.parse_entries(self.executor.iter_lines(command,
+                                                                namespace=self.namespace))
+        if not filters:
+            self._table_size = len(entries)
+        return entries if predicate is None else [e for e in entries if predicate(e)]
+
+    def _list_command(self, filters: Mapping[str, Any]) -> tuple[commands.ListCommand,
+                                                                  matching.Predicate | None]:
+        """Return the ``-L`` to run and the Python predicate to apply after it.
+
+        conntrack filters what it gets right; the rest (per-direction zones,
+        zone 0, NAT addresses, mixed status words) is matched here, on a
+        dump that shows what it needs.
+        """
+        given = dict(filters)
+        output = _text_output(given.pop("output", None))
+        request = planner.Request.build(given, kind="list")
+        if request.cli_ok:
+            return commands.ListCommand(**request.filters, output=output), None
+        cli, engine = request.split()
+        output = tuple(dict.fromkeys(output + matching.needs(engine)))
+        return (commands.ListCommand(**cli, output=output),
+                matching.compile_filters(engine))
 
     def count(self, **filters: Any) -> int:
-        """Return how many entries match ``filters`` (all with none)."""
+        """Return how many entries match ``filters`` (all with none).
+
+        :param filters: the filter keywords of the public contract.
+        :returns: the number of matching flows.
+        :raises InvalidArgumentError: for a bad filter, before any process.
+        :raises CommandError: when conntrack fails.
+        """
         if not filters:
             result = self.executor.execute(commands.CountCommand(), namespace=self.namespace)
-            return int(result.count if result.count is not None
-                       else parser.parse_count(result.stdout))
+            total = int(result.count if result.count is not None
+                        else parser.parse_count(result.stdout))
+            self._table_size = total
+            return total
         return sum(1 for _ in self.iter_entries(**filters))
 
     def events(self, *, duration: float | None = None, count: int | None = None,
@@ -321,18 +323,30 @@ class ConntrackHelper:
         return _counted_events(lines, count)
 
     def stats(self) -> list[CpuStats]:
-        """Return the per-CPU statistics."""
+        """Return the per-CPU statistics.
+
+        :returns: one :class:`~conntrack_lib.models.CpuStats` per CPU.
+        :raises CommandError: when conntrack fails.
+        """
         result = self.executor.execute(commands.StatsCommand(), namespace=self.namespace)
         return parser.parse_stats(result.stdout)
 
     # -- writing ---------------------------------------------------------
 
-    def create_entry(self, **fields: Any) -> None:
+    def create_entry(self, **fields: Any) -> int:
         """Create one flow.
 
+        :param fields: the keywords naming one flow, plus ``timeout``
+            (required) and optional ``mark``, ``status``, zones, NAT.
+        :returns: 1, the number of flows created.
+        :raises InvalidArgumentError: for a bad or missing field.
         :raises EntryExistsError: when the flow exists in that zone.
+        :raises CommandError: when conntrack fails otherwise.
         """
+        if "timeout" not in fields:
+            raise exc.InvalidArgumentError("timeout", None, "a new flow needs a timeout")
         self.executor.execute(commands.CreateCommand(**fields), namespace=self.namespace)
+        return 1
 
     def create_entries(self, flows: Iterable[Mapping[str, Any]]) -> int:
         """Create many flows, ``batch_size`` per ``conntrack -R`` process.
@@ -341,7 +355,11 @@ class ConntrackHelper:
         duplicate stops its batch (conntrack aborts at the first kernel
         error) and raises :class:`EntryExistsError`.
 
+        :param flows: one mapping of :meth:`create_entry` fields per flow.
         :returns: the number of flows created.
+        :raises InvalidArgumentError: for a bad flow, before any process.
+        :raises EntryExistsError: for a flow that exists.
+        :raises CommandError: when conntrack fails otherwise.
         """
         built = [commands.CreateCommand(**dict(flow)) for flow in flows]
         for chunk in _chunks(built, self.batch_size):
@@ -351,16 +369,28 @@ class ConntrackHelper:
     def update_entries(self, match: Mapping[str, Any], **changes: Any) -> int:
         """Update the flows matching ``match``; return how many changed.
 
-        conntrack 1.4.7 cannot update flows outside zone 0 and aborts bulk
-        updates after about 256 entries, so this refuses zoned matches and
-        updates large sets one flow at a time.
+        The flows are listed first (with their ids) and matched as
+        :mod:`~conntrack_lib.matching` defines, so ``id`` selects exactly
+        one flow.  conntrack 1.4.7 cannot update flows outside zone 0 and
+        aborts bulk updates after about 256 entries, so this refuses zoned
+        matches and updates large or Python-matched sets one flow (tuple
+        and id) at a time.
 
-        :raises InvalidArgumentError: when a matching flow is in a zone.
+        :param match: filter keywords of ``-U`` (``id`` included).
+        :param changes: ``timeout``, ``mark``, ``status``, ``state``,
+            ``label_add`` or ``label_del``.
+        :returns: the number of flows updated.
+        :raises InvalidArgumentError: for a bad keyword, or when a matching
+            flow is in a zone.
+        :raises CommandError: when conntrack fails.
         """
         command = commands.UpdateCommand(match=match, **changes)
-        listed = {k: v for k, v in match.items() if k != "id"}
-        matched = self.list_entries(**listed)
-        zoned = [e for e in matched if e.zone or e.orig_zone or e.reply_zone]
+        wanted = command.match
+        listed = {k: v for k, v in wanted.items() if k != "id"}
+        predicate = matching.compile_filters(wanted)
+        output = tuple(dict.fromkeys(("id", *matching.needs(wanted))))
+        matched = [e for e in self.list_entries(**listed, output=output) if predicate(e)]
+        zoned = [e for e in matched if any(matching.direction_zones(e))]
         if zoned:
             raise exc.InvalidArgumentError(
                 "match", dict(match),
@@ -368,7 +398,7 @@ class ConntrackHelper:
                 "1.4.7 cannot update; delete and re-create them instead")
         if not matched:
             return 0
-        if len(matched) <= UPDATE_BULK_LIMIT:
+        if len(matched) <= UPDATE_BULK_LIMIT and planner.Request.build(listed, "list").cli_ok:
             return self._run_count(command)
         return sum(self._run_count(commands.UpdateCommand(match=_exact_match(e), **changes))
                    for e in matched)
@@ -376,84 +406,143 @@ class ConntrackHelper:
     def delete_entries(self, **filters: Any) -> int:
         """Delete the flows matching ``filters``; 0 deleted is not an error.
 
-        conntrack 1.4.7 aborts a ``-D`` when a matching flow vanishes
-        between its dump and its delete (a timeout, another deleter); the
-        delete is then run again, since deleting is idempotent.
-
+        :param filters: the filter keywords of the public contract (plus
+            ``id``); none deletes every flow.
         :returns: the number of flows deleted.
+        :raises InvalidArgumentError: for a bad filter, before any process.
+        :raises CommandError: when conntrack fails.
         """
-        return self._run_deletes(commands.DeleteCommand(**filters))
+        return self.delete_many([filters]).deleted
 
-    def delete(self, entries: Iterable[Entry]) -> int:
-        """Delete these exact flows (tuple and zone) in as few steps as possible.
+    def delete_flows(self, entries: Iterable[Entry]) -> int:
+        """Delete these exact flows (tuple, zone and id when known).
 
         Over netlink every flow is one kernel request and no table dump;
         through the CLI the flows go as ``-D`` lines of ``-R`` batches.
         Flows already gone are skipped, never an error.
 
+        :param entries: parsed flows, for example from :meth:`list_entries`.
         :returns: how many flows this call deleted.
+        :raises InvalidArgumentError: for something that is not an entry.
+        :raises CommandError: when conntrack or netlink fails.
         """
         flows = list(dict.fromkeys(entries))
+        for flow in flows:
+            if not isinstance(flow, Entry):
+                raise exc.InvalidArgumentError("entries", flow, "expected an Entry")
         if not flows:
             return 0
         outcomes = self._exact_delete(flows)
         if outcomes is not None:
             return outcomes
-        return self._delete_batched([commands.DeleteCommand.for_entry(e) for e in flows])
+        return self._delete_batched([_exact_command(e) for e in flows])
 
-    def flush(self, zone: int | None = None) -> int:
-        """Empty the table, or one zone; return how many flows went."""
+    def delete(self, entries: Iterable[Entry]) -> int:
+        """Delete exact flows (deprecated alias of :meth:`delete_flows`).
+
+        :param entries: parsed flows.
+        :returns: how many flows went.
+        """
+        warnings.warn("ConntrackHelper.delete is deprecated; use delete_flows",
+                      DeprecationWarning, stacklevel=2)
+        return self.delete_flows(entries)
+
+    def flush_table(self, zone: int | None = None) -> int:
+        """Empty the table, or one zone.
+
+        :param zone: the zone to empty, or None for every flow.
+        :returns: how many flows went.
+        :raises InvalidZoneError: for a zone outside 0..65535.
+        :raises CommandError: when conntrack fails.
+        """
         if zone is not None:
             return self.flush_zone(zone)
         before = self.count()
         self.executor.execute(commands.FlushCommand(), namespace=self.namespace)
+        self._table_size = 0
         return before
+
+    def flush(self, zone: int | None = None) -> int:
+        """Empty the table (deprecated alias of :meth:`flush_table`).
+
+        :param zone: the zone to empty, or None for every flow.
+        :returns: how many flows went.
+        """
+        warnings.warn("ConntrackHelper.flush is deprecated; use flush_table",
+                      DeprecationWarning, stacklevel=2)
+        return self.flush_table(zone)
 
     # -- planned deletes -------------------------------------------------
 
-    def plan_deletes(self, requests: Iterable[Mapping[str, Any]]) -> DeletePlan:
-        """Merge deletion requests into the cheapest plan.
+    def plan_deletes(self, requests: Iterable[Mapping[str, Any] | planner.Request]
+                     ) -> planner.DeletePlan:
+        """Merge deletion requests into the cheapest plan (no process runs).
 
         Identical requests merge, a request covered by a broader one goes,
-        a request for a whole zone becomes ``-D -w ZONE``.  With a netlink
-        backend, several requests cost one dump in all.
+        a request for a whole zone becomes ``-D -w ZONE``; the cost model
+        of :mod:`~conntrack_lib.planner` then picks ``-D`` lines or one
+        dump with exact deletes, from the requests and the table size last
+        seen.
 
-        :raises InvalidArgumentError: for an invalid request (before any
-            process starts).
+        :param requests: filter mappings or built :class:`planner.Request`.
+        :returns: the plan.
+        :raises InvalidArgumentError: for an invalid request.
         """
-        received = list(requests)
-        for request in received:
-            commands.DeleteCommand(**dict(request))
-        unique = list({_freeze(r): dict(r) for r in received}.values())
-        kept = _drop_subsumed(_join_families(unique))
-        zone_wide = tuple(sorted(r["zone"] for r in kept if _is_zone_wide(r)))
-        rest = tuple(r for r in kept if not _is_zone_wide(r))
-        strategy = "cli"
-        if len(rest) + len(zone_wide) > 1 and self._netlink_usable() and all(
-                _python_matchable(r) for r in rest):
-            strategy = "dump"
-        return DeletePlan(requests=rest, zone_wide=zone_wide, strategy=strategy,
-                          received=len(received), merged=len(received) - len(unique),
-                          dropped=len(unique) - len(kept), batch_size=self.batch_size)
+        built = [r if isinstance(r, planner.Request) else planner.Request.build(r)
+                 for r in requests]
+        return planner.plan_deletes(built, table_size=self._table_size,
+                                    netlink=self._netlink_usable(),
+                                    batch_size=self.batch_size, model=self.cost_model)
 
-    def execute_plan(self, plan: DeletePlan) -> DeleteReport:
-        """Run a :class:`DeletePlan`; return how many flows it deleted."""
+    def execute_plan(self, plan: planner.DeletePlan) -> planner.DeleteReport:
+        """Run a :class:`~conntrack_lib.planner.DeletePlan`.
+
+        :param plan: a plan from :meth:`plan_deletes`.
+        :returns: a report with the number of flows deleted and the time.
+        :raises CommandError: when conntrack or netlink fails.
+        """
         start = time.monotonic()
-        if plan.strategy == "dump":
-            deleted = self._execute_by_dump(plan)
-        else:
-            lines = [commands.DeleteCommand(zone=z) for z in plan.zone_wide]
-            lines += [commands.DeleteCommand(**dict(r)) for r in plan.requests]
-            deleted = self._delete_batched(lines)
-        return DeleteReport(plan=plan, deleted=deleted, seconds=time.monotonic() - start)
+        deleted = 0
+        if plan.dump_requests:
+            deleted += self._delete_by_dump(plan.dump_requests, plan.zone_wide)
+        deleted += self._delete_batched(plan.cli_lines) if plan.cli_lines else 0
+        for request in plan.filtered:
+            deleted += self._delete_filtered(request)
+        return planner.DeleteReport(plan=plan, deleted=deleted,
+                                    seconds=time.monotonic() - start)
 
-    def delete_many(self, requests: Iterable[Mapping[str, Any]]) -> DeleteReport:
-        """Plan and run many deletion requests at once."""
+    def delete_many(self, requests: Iterable[Mapping[str, Any] | planner.Request]
+                    ) -> planner.DeleteReport:
+        """Plan and run many deletion requests at once.
+
+        :param requests: filter mappings or built :class:`planner.Request`.
+        :returns: the report of the plan that ran.
+        :raises InvalidArgumentError: for an invalid request, before any process.
+        :raises CommandError: when conntrack or netlink fails.
+        """
         return self.execute_plan(self.plan_deletes(requests))
 
     # -- security-group style deletes ------------------------------------
 
-    def delete_by_rule(  # noqa: PLR0917 - the positional order agents already use
+    def delete_rule(self, rule: SecurityGroupRule | Mapping[str, Any],
+                    ports: Iterable[tuple[int | None, Iterable[str]]]) -> int:
+        """Delete the flows a removed security-group rule allowed, on many ports.
+
+        All ports go into one plan, so a rule shared by many ports costs
+        one table dump, not one per port and address.
+
+        :param rule: a :class:`~conntrack_lib.rules.SecurityGroupRule` or
+            a Neutron rule dict.
+        :param ports: ``(zone, addresses)`` of each port the rule applied to.
+        :returns: the number of flows deleted.
+        :raises InvalidArgumentError: for a bad rule, zone or address.
+        :raises CommandError: when conntrack or netlink fails.
+        """
+        rule = neutron_rule(rule)
+        requests = [r for zone, ips in ports for r in rule.requests(zone, ips)]
+        return self.delete_many(requests).deleted if requests else 0
+
+    def delete_by_rule(  # noqa: PLR0917 - Neutron's rule fields, in its order
         self,
         zone: int | None,
         direction: str,
@@ -464,27 +553,46 @@ class ConntrackHelper:
         remote_ip_prefix: str | None,
         ips: Iterable[str],
     ) -> int:
-        """Delete the flows a removed security-group rule had allowed.
+        """Delete the flows a removed security-group rule had allowed on one port.
 
-        ``direction`` is ``ingress`` (flows towards ``ips``) or ``egress``
-        (flows from them); ``ethertype`` ``IPv4`` or ``IPv6`` keeps the
-        families apart; ``protocol`` 0 or None means any.  ``zone`` is
-        required: pass None explicitly to delete across every zone.
+        A convenience for :meth:`delete_rule` with one port.
 
+        :param zone: the port's zone; None (explicitly) for every zone.
+        :param direction: ``ingress`` (flows towards ``ips``) or ``egress``.
+        :param ethertype: ``IPv4`` or ``IPv6``; addresses of the other
+            family are not the rule's.
+        :param protocol: as Neutron sends it (name, number, numeric string);
+            None, 0 or ``any`` for every protocol.
+        :param port_range_min: first port, or the ICMP type.
+        :param port_range_max: last port, or the ICMP code.
+        :param remote_ip_prefix: the remote address or CIDR, or None.
+        :param ips: the port's own addresses.
         :returns: the number of flows deleted.
+        :raises InvalidArgumentError: for a bad value, naming it.
+        :raises CommandError: when conntrack or netlink fails.
         """
-        requests = rule_requests(zone, direction, ethertype, protocol, port_range_min,
-                                 port_range_max, remote_ip_prefix, ips)
-        return self.delete_many(requests).deleted if requests else 0
+        rule = SecurityGroupRule(direction, ethertype, protocol, port_range_min,
+                                 port_range_max, remote_ip_prefix)
+        return self.delete_rule(rule, [(zone, ips)])
 
     def delete_by_remote_ips(self, zone: int | None, remote_ips: Iterable[str],
-                             mark: int | None = None) -> int:
+                             mark: int | None = None, *,
+                             local_ips: Iterable[str] = ()) -> int:
         """Delete the flows to or from ``remote_ips`` in ``zone``.
 
+        :param zone: the zone, or None for every zone.
+        :param remote_ips: remote addresses or CIDRs.
+        :param mark: only flows with this mark, if given.
+        :param local_ips: the port's own addresses: only flows between them
+            and the remotes go, and an empty ``remote_ips`` means every flow
+            of these addresses (as Neutron's port deletion expects).
         :returns: the number of flows deleted.
+        :raises InvalidArgumentError: for no remote and no local address, a
+            bad address, or a remote of a family no local address has.
+        :raises CommandError: when conntrack or netlink fails.
         """
-        requests = remote_ip_requests(zone, remote_ips, mark)
-        return self.delete_many(requests).deleted if requests else 0
+        requests = remote_ip_requests(zone, remote_ips, mark, local_ips)
+        return self.delete_many(requests).deleted
 
     # -- internals -------------------------------------------------------
 
@@ -546,24 +654,44 @@ class ConntrackHelper:
                                    f"{len(failed)} deletes failed, first {flow}: errno {errno_}")
         return sum(1 for e in outcomes if e == 0)
 
-    def _execute_by_dump(self, plan: DeletePlan) -> int:
+    def _delete_by_dump(self, requests: Sequence[planner.Request],
+                        zone_wide: Sequence[int]) -> int:
+        """Dump once (with ids, and labels when asked), match here, delete exactly."""
         # Index the requests by zone so each entry meets only the requests
         # that can match it; requests without a zone apply to every entry.
         by_zone: dict[int | None, list[matching.Predicate]] = {}
-        for request in plan.requests:
-            by_zone.setdefault(request.get("zone"), []).append(matching.compile_filters(request))
+        for request in requests:
+            fields = request.filters
+            by_zone.setdefault(fields.get("zone"), []).append(matching.compile_filters(fields))
         anywhere = by_zone.pop(None, [])
-        zones = set(plan.zone_wide)
-        doomed = [e for e in self.iter_entries()
-                  if e.zone in zones
-                  or any(p(e) for p in by_zone.get(e.zone, ()))
-                  or any(p(e) for p in anywhere)]
-        deleted = self._exact_delete(doomed)
-        if deleted is None:  # netlink refused between planning and now
-            return self._delete_batched(
-                [commands.DeleteCommand(zone=z) for z in plan.zone_wide]
-                + [commands.DeleteCommand(**dict(r)) for r in plan.requests])
-        return deleted
+        zones = set(zone_wide)
+        output = tuple(dict.fromkeys(("id", *(n for r in requests
+                                              for n in matching.needs(r.filters)))))
+        shared = planner.common_cli_filters(requests, zones)
+        listing = commands.ListCommand(**shared, output=output)
+        lines = _CountedLines(self.executor.iter_lines(listing, namespace=self.namespace))
+        keep = matching.line_prefilter([r.filters for r in requests], zones)
+        # Lines no request can match are not parsed: most of a large table.
+        entries = parser.parse_entries(lines if keep is None else filter(keep, lines))
+        if not shared:
+            self._table_size = lines.count
+        doomed = []
+        for entry in entries:
+            orig, reply = matching.direction_zones(entry)
+            zone = orig if orig == reply else -1
+            if zone in zones or any(p(entry) for p in by_zone.get(zone, ())) or any(
+                    p(entry) for p in anywhere):
+                doomed.append(entry)
+        return self.delete_flows(doomed)
+
+    def _delete_filtered(self, request: planner.Request) -> int:
+        """Delete by a kernel-filtered dump plus Python, for hidden status bits."""
+        cli, engine = request.split()
+        output = tuple(dict.fromkeys(("id", *matching.needs(engine))))
+        predicate = matching.compile_filters(engine)
+        command = commands.ListCommand(**cli, output=output)
+        lines = self.executor.iter_lines(command, namespace=self.namespace)
+        return self.delete_flows([e for e in parser.iter_entries(lines) if predicate(e)])
 
 
 def _counted_events(lines: Iterable[str], count: int | None) -> Iterator[Event]:
@@ -581,18 +709,17 @@ def _counted_events(lines: Iterable[str], count: int | None) -> Iterator[Event]:
             close()
 
 
-def _list_command(filters: Mapping[str, Any]) -> commands.ListCommand:
-    """Build the list command of ``filters``, refusing an xml listing.
+def _text_output(output: Any) -> tuple[str, ...]:
+    """Return the ``-o`` keywords of a listing, refusing xml.
 
     The entry parser reads the text format only; an xml dump would parse to
     no entry at all, which must not pass for an empty table.
     """
-    command = commands.ListCommand(**filters)
-    if "xml" in command.output:
+    keywords = commands.ListCommand(output=output or ()).output
+    if "xml" in keywords:
         raise exc.InvalidArgumentError(
-            "output", filters.get("output"),
-            "xml is not parsed into entries; list without it")
-    return command
+            "output", output, "xml is not parsed into entries; list without it")
+    return tuple(keywords)
 
 
 def _options(conf: Any) -> Any:
@@ -615,155 +742,32 @@ def _configured_zone_store(conf: Any) -> SQLiteZoneStore | None:
                            migrate_from=group.zone_store_migrate_from or None)
 
 
-def rule_requests(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule
-    zone: int | None,
-    direction: str,
-    ethertype: str,
-    protocol: str | int | None,
-    port_range_min: int | None,
-    port_range_max: int | None,
-    remote_ip_prefix: str | None,
-    ips: Iterable[str],
-) -> list[dict[str, Any]]:
-    """Expand one security-group rule into filtered deletion requests.
+class _CountedLines:
+    """Iterate over lines, counting them (the table size for the cost model)."""
 
-    :raises InvalidArgumentError: for an unknown direction or ethertype, or
-        a remote prefix of the other family.
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        return line
+
+
+def _exact_command(entry: Entry) -> commands.DeleteCommand:
+    """Return the ``-D`` naming exactly ``entry``: tuple, zone, and id when known.
+
+    conntrack's zone filters cannot tell a zone-0 flow from one zoned in a
+    single direction, but ``-i`` (checked against the dumped id) can.
     """
-    if direction not in ("ingress", "egress"):
-        raise exc.InvalidArgumentError("direction", direction, "must be ingress or egress")
-    family = {"IPv4": constants.IPV4, "IPv6": constants.IPV6}.get(ethertype)
-    if family is None:
-        raise exc.InvalidArgumentError("ethertype", ethertype, "must be IPv4 or IPv6")
-    version = 4 if family == constants.IPV4 else 6
-    local_key, remote_key = ("dst", "src") if direction == "ingress" else ("src", "dst")
-    base: dict[str, Any] = {"family": family}
-    if zone is not None:
-        base["zone"] = zone
-    if protocol not in (None, 0, "0", "any"):
-        base["proto"] = _icmp_for_family(protocol, version)
-    if remote_ip_prefix:
-        if _ip_version(remote_ip_prefix) != version:
-            raise exc.InvalidArgumentError("remote_ip_prefix", remote_ip_prefix,
-                                           f"is not an {ethertype} prefix")
-        base[remote_key] = remote_ip_prefix
-    ports = _port_filters(base.get("proto"), port_range_min, port_range_max)
-    requests = []
-    for ip in dict.fromkeys(ips):
-        if _ip_version(ip) != version:
-            continue  # the other family's flows are not this rule's
-        for port in ports:
-            requests.append({**base, local_key: ip, **port})
-    return requests
-
-
-def remote_ip_requests(zone: int | None, remote_ips: Iterable[str],
-                       mark: int | None = None) -> list[dict[str, Any]]:
-    """Expand remote addresses into deletes of flows to and from each one."""
-    requests = []
-    for ip in dict.fromkeys(remote_ips):
-        base: dict[str, Any] = {"family": constants.IPV4 if _ip_version(ip) == 4
-                                else constants.IPV6}
-        if zone is not None:
-            base["zone"] = zone
-        if mark is not None:
-            base["mark"] = mark
-        requests.append({**base, "src": ip})
-        requests.append({**base, "dst": ip})
-    return requests
-
-
-#: A port range wider than this is deleted without a port filter (a
-#: superset: the flows still allowed re-establish) rather than one request
-#: per port.
-MAX_EXPANDED_PORTS = 64
-
-
-def _port_filters(proto: Any, low: int | None, high: int | None) -> list[dict[str, Any]]:
-    if proto is None or low is None or str(proto) not in constants.PORT_PROTOCOLS:
-        return [{}]
-    high = low if high is None else high
-    if high - low + 1 > MAX_EXPANDED_PORTS:
-        return [{}]
-    return [{"dport": port} for port in range(low, high + 1)]
-
-
-def _icmp_for_family(protocol: str | int, version: int) -> str | int:
-    if version == 6 and protocol in ("icmp", 1, "1"):
-        return "icmpv6"
-    return protocol
-
-
-def _ip_version(text: str) -> int:
-    try:
-        return int(netaddr.IPNetwork(text).version)
-    except (netaddr.AddrFormatError, ValueError, TypeError) as err:
-        raise exc.InvalidArgumentError("ip", text, "not an IP address or prefix") from err
-
-
-def _set_keys(request: Mapping[str, Any]) -> set[str]:
-    return {k for k, v in request.items() if v is not None}
-
-
-def _is_zone_wide(request: Mapping[str, Any]) -> bool:
-    return _set_keys(request) == {"zone"}
-
-
-def _join_families(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replace an IPv4 and an IPv6 request for the same whole zone by one."""
-    by_zone: dict[int, set[str]] = {}
-    for r in requests:
-        if _set_keys(r) == {"zone", "family"}:
-            by_zone.setdefault(r["zone"], set()).add(r["family"])
-    whole = {z for z, fams in by_zone.items() if fams >= set(constants.FAMILIES)}
-    if not whole:
-        return requests
-    joined = [r for r in requests
-              if not (_set_keys(r) == {"zone", "family"} and r["zone"] in whole)]
-    return joined + [{"zone": z} for z in sorted(whole) if {"zone": z} not in joined]
-
-
-def _freeze(request: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    def hashable(v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
-    return tuple(sorted((k, hashable(v)) for k, v in request.items() if v is not None))
-
-
-def _drop_subsumed(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop every request another (different) request of the list covers.
-
-    A request with a zone can only be covered by one of the same zone or
-    one without a zone, so candidates are looked up by zone.  Of two
-    requests that cover each other, the first stays.
-    """
-    by_zone: dict[Any, list[int]] = {}
-    for i, request in enumerate(requests):
-        by_zone.setdefault(request.get("zone"), []).append(i)
-    kept = []
-    for i, narrow in enumerate(requests):
-        candidates = by_zone.get(narrow.get("zone"), []) + (
-            by_zone.get(None, []) if narrow.get("zone") is not None else [])
-        covered = any(j != i and _covers(requests[j], narrow)
-                      and not (j > i and _covers(narrow, requests[j]))
-                      for j in candidates)
-        if not covered:
-            kept.append(narrow)
-    return kept
-
-
-def _covers(broad: Mapping[str, Any], narrow: Mapping[str, Any]) -> bool:
-    try:
-        return matching.subsumes(broad, narrow)
-    except (ValueError, KeyError, netaddr.AddrFormatError):
-        return False
-
-
-def _python_matchable(request: Mapping[str, Any]) -> bool:
-    try:
-        matching.compile_filters(request)
-    except (ValueError, KeyError):
-        return False
-    return True
+    fields = commands.DeleteCommand.for_entry(entry).fields
+    if entry.id is not None:
+        fields["id"] = entry.id
+    return commands.DeleteCommand(**fields)
 
 
 def _exact_match(entry: Entry) -> dict[str, Any]:
@@ -774,6 +778,8 @@ def _exact_match(entry: Entry) -> dict[str, Any]:
         value = getattr(entry.original, name)
         if value is not None:
             match[name] = value
+    if entry.id is not None:
+        match["id"] = entry.id
     return match
 
 
@@ -784,3 +790,7 @@ def _printed_lines(text: str) -> int:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+__all__ = ["ConntrackHelper", "DeletePlan", "DeleteReport", "SecurityGroupRule",
+           "remote_ip_requests"]

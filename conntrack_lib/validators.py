@@ -175,13 +175,36 @@ def family(field: str, value: object) -> str:
 def protocol(field: str, value: object) -> str | int:
     """Return a protocol name with a dedicated handler, or a bare number.
 
-    Numbers that have a handler (6, 17, ...) become their name so that
-    equal protocols compare and render equally.
+    Accepts what Neutron sends: an int or a decimal string 0-255, or a name
+    of neutron-lib's protocol list in any case (``ipv6-icmp``, ``icmpv6``
+    and ``58`` are one protocol).  Numbers that have a handler (6, 17, ...)
+    become their name so that equal protocols compare and render equally.
+
+    :raises InvalidArgumentError: for anything else, naming the value.
+    """
+    number = protocol_number(field, value)
+    return constants.PROTOCOL_NAMES.get(number, number)
+
+
+def protocol_number(field: str, value: object) -> int:
+    """Return the IANA number of a protocol given as Neutron may send it.
+
+    :raises InvalidArgumentError: for a bool, an unknown name, or a number
+        outside 0-255.
     """
     if isinstance(value, str):
-        return word(field, value, constants.PROTOCOL_NUMBERS, upper=False)
-    number = integer(field, value, 0, 255)
-    return constants.PROTOCOL_NAMES.get(number, number)
+        text = _text(field, value).lower()
+        if text.isascii() and text.isdigit():
+            if int(text) > constants.MAX_PROTOCOL:
+                raise InvalidArgumentError(field, value, f"expected 0..{constants.MAX_PROTOCOL}")
+            return int(text)
+        number = constants.NEUTRON_PROTOCOL_NUMBERS.get(text)
+        if number is None:
+            raise InvalidArgumentError(
+                field, value, "not a protocol name or number 0-255 (names: "
+                + ", ".join(sorted(constants.NEUTRON_PROTOCOL_NUMBERS)) + ")")
+        return number
+    return integer(field, value, 0, constants.MAX_PROTOCOL)
 
 
 def mark(field: str, value: object, *, mask_ok: bool = True) -> Mark:

@@ -5,9 +5,13 @@ command dumps the whole table, and agents ask for the same deletions over
 and over (the same remote addresses, the same zones).  The queue takes
 requests from any thread, validates them on the spot, and a single
 background thread drains them in batches: each batch becomes one
-:class:`~conntrack_lib.helper.DeletePlan` (identical requests merged,
-narrower ones dropped, whole zones as ``-D -w ZONE``) and one call of
-:meth:`~conntrack_lib.helper.ConntrackHelper.delete` for exact flows.
+:class:`~conntrack_lib.planner.DeletePlan` (identical requests merged,
+narrower ones dropped, the strategy chosen by the cost model) and one call
+of :meth:`~conntrack_lib.helper.ConntrackHelper.delete_flows` for exact
+flows.  The queue's methods have the helper's names and arguments:
+``delete_entries(**filters)``, ``delete_flows(entries)``,
+``delete_by_rule(...)``/``delete_rule(rule, ports)`` and
+``delete_by_remote_ips(...)``; they return how many requests were queued.
 
 Only ``threading`` and ``collections`` primitives are used, so the
 queue works the same under eventlet's monkey-patching, where the worker
@@ -21,21 +25,19 @@ import dataclasses
 import itertools
 import threading
 import time
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import netaddr
 from oslo_log import log as logging
 
-from conntrack_lib import commands
+from conntrack_lib import commands, planner
 from conntrack_lib import exceptions as exc
-from conntrack_lib.helper import (
-    ConntrackHelper,
-    DeletePlan,
-    remote_ip_requests,
-    rule_requests,
-)
+from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
+from conntrack_lib.planner import DeletePlan
+from conntrack_lib.rules import SecurityGroupRule, neutron_rule, remote_ip_requests
 
 LOG = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ class _Item:
     """What one enqueueing call asked for, with what wait_for needs."""
 
     ticket: int
-    filters: tuple[dict[str, Any], ...] = ()
+    filters: tuple[planner.Request, ...] = ()
     entries: tuple[Entry, ...] = ()
     # Identities of the distinct requests, computed outside the queue's lock.
     keys: frozenset[Hashable] = frozenset()
@@ -193,7 +195,7 @@ class DeletionQueue:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
-        self._checked: dict[Hashable, tuple[Hashable, _Scopes]] = {}
+        self._checked: dict[Hashable, planner.Request] = {}
         self._waiters: list[_Waiter] = []
 
     def __repr__(self) -> str:
@@ -267,25 +269,42 @@ class DeletionQueue:
 
     # -- enqueueing ------------------------------------------------------
 
-    def delete(self, *, block: bool | None = None, timeout: float | None = None,
-               **filters: Any) -> int:
+    def delete_entries(self, *, block: bool | None = None, timeout: float | None = None,
+                       **filters: Any) -> int:
         """Queue the deletion of every flow matching ``filters``.
 
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
         :param filters: the filter keywords of
             :meth:`~conntrack_lib.helper.ConntrackHelper.delete_entries`.
         :returns: how many requests were queued (1).
         :raises InvalidArgumentError: for an invalid filter, at once.
         :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
         """
         return self._put_filters([filters], block, timeout)
 
-    def delete_entries(self, entries: Iterable[Entry], *, block: bool | None = None,
-                       timeout: float | None = None) -> int:
-        """Queue the deletion of these exact flows (tuple and zone).
+    def delete(self, *, block: bool | None = None, timeout: float | None = None,
+               **filters: Any) -> int:
+        """Queue a filtered deletion (deprecated alias of :meth:`delete_entries`).
 
+        :returns: how many requests were queued (1).
+        """
+        warnings.warn("DeletionQueue.delete is deprecated; use delete_entries",
+                      DeprecationWarning, stacklevel=2)
+        return self.delete_entries(block=block, timeout=timeout, **filters)
+
+    def delete_flows(self, entries: Iterable[Entry], *, block: bool | None = None,
+                     timeout: float | None = None) -> int:
+        """Queue the deletion of these exact flows (tuple, zone and id).
+
+        :param entries: parsed flows.
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
         :returns: how many flows were queued.
         :raises InvalidArgumentError: for something that is not a valid entry.
         :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
         """
         flows = tuple(entries)
         for flow in flows:
@@ -298,18 +317,56 @@ class DeletionQueue:
         return self._put(_Item(0, entries=flows, keys=frozenset(flows), scopes=scopes),
                          block, timeout)
 
+    def delete_by_remote_ips(self, zone: int | None, remote_ips: Iterable[str],
+                             mark: int | None = None, *, local_ips: Iterable[str] = (),
+                             block: bool | None = None, timeout: float | None = None) -> int:
+        """Queue the deletion of flows to and from ``remote_ips`` in ``zone``.
+
+        :param zone: the zone, or None for every zone.
+        :param remote_ips: remote addresses or CIDRs.
+        :param mark: only flows with this mark, if given.
+        :param local_ips: the port's own addresses (see
+            :meth:`~conntrack_lib.helper.ConntrackHelper.delete_by_remote_ips`).
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
+        :returns: how many filtered requests were queued.
+        :raises InvalidArgumentError: for a bad value, at once.
+        :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
+        """
+        requests = remote_ip_requests(zone, remote_ips, mark, local_ips)
+        return self._put_requests(requests, block, timeout)
+
     def delete_remote_ips(self, zone: int | None, ips: Iterable[str], mark: int | None = None,
                           *, block: bool | None = None, timeout: float | None = None) -> int:
-        """Queue the deletion of flows to and from ``ips`` in ``zone``.
-
-        Same arguments as
-        :meth:`~conntrack_lib.helper.ConntrackHelper.delete_by_remote_ips`.
+        """Queue remote-address deletes (deprecated alias of :meth:`delete_by_remote_ips`).
 
         :returns: how many filtered requests were queued.
         """
-        return self._put_filters(remote_ip_requests(zone, ips, mark), block, timeout)
+        warnings.warn("DeletionQueue.delete_remote_ips is deprecated; use "
+                      "delete_by_remote_ips", DeprecationWarning, stacklevel=2)
+        return self.delete_by_remote_ips(zone, ips, mark, block=block, timeout=timeout)
 
-    def delete_rule(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule
+    def delete_rule(self, rule: SecurityGroupRule | Mapping[str, Any],
+                    ports: Iterable[tuple[int | None, Iterable[str]]], *,
+                    block: bool | None = None, timeout: float | None = None) -> int:
+        """Queue the deletion of the flows a removed rule allowed, on many ports.
+
+        :param rule: a :class:`~conntrack_lib.rules.SecurityGroupRule` or a
+            Neutron rule dict.
+        :param ports: ``(zone, addresses)`` of each port the rule applied to.
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
+        :returns: how many filtered requests were queued.
+        :raises InvalidArgumentError: for a bad rule, zone or address, at once.
+        :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
+        """
+        rule = neutron_rule(rule)
+        requests = [r for zone, ips in ports for r in rule.requests(zone, ips)]
+        return self._put_requests(requests, block, timeout)
+
+    def delete_by_rule(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule
         self,
         zone: int | None,
         direction: str,
@@ -323,45 +380,53 @@ class DeletionQueue:
         block: bool | None = None,
         timeout: float | None = None,
     ) -> int:
-        """Queue the deletion of the flows a removed security-group rule allowed.
+        """Queue the deletion of the flows a removed rule allowed on one port.
 
         Same arguments as
-        :meth:`~conntrack_lib.helper.ConntrackHelper.delete_by_rule`.
+        :meth:`~conntrack_lib.helper.ConntrackHelper.delete_by_rule`, plus
+        ``block`` and ``timeout``.
 
         :returns: how many filtered requests were queued.
+        :raises InvalidArgumentError: for a bad value, at once.
+        :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
         """
-        requests = rule_requests(zone, direction, ethertype, protocol, port_range_min,
-                                 port_range_max, remote_ip_prefix, ips)
-        return self._put_filters(requests, block, timeout)
+        rule = SecurityGroupRule(direction, ethertype, protocol, port_range_min,
+                                 port_range_max, remote_ip_prefix)
+        return self.delete_rule(rule, [(zone, ips)], block=block, timeout=timeout)
 
     def _put_filters(self, requests: Sequence[Mapping[str, Any]], block: bool | None,
                      timeout: float | None) -> int:
-        checked = [self._check(r) for r in requests]
-        if not checked:
-            return 0
-        filters = tuple(f for f, _, _ in checked)
-        keys = frozenset(k for _, k, _ in checked)
-        scopes = tuple(scope for _, _, s in checked for scope in s)
-        return self._put(_Item(0, filters=filters, keys=keys, scopes=scopes), block, timeout)
+        return self._put_requests([self._check(r) for r in requests], block, timeout)
 
-    def _check(self, request: Mapping[str, Any]) -> tuple[dict[str, Any], Hashable, _Scopes]:
-        """Validate one request; return it, its identity and its address scopes.
+    def _put_requests(self, requests: Sequence[planner.Request], block: bool | None,
+                      timeout: float | None) -> int:
+        if not requests:
+            return 0
+        scopes = tuple(scope for r in requests for scope in self._scopes(r))
+        return self._put(_Item(0, filters=tuple(requests), keys=frozenset(requests),
+                               scopes=scopes), block, timeout)
+
+    def _check(self, request: Mapping[str, Any]) -> planner.Request:
+        """Validate one filter mapping into a request, once per distinct input.
 
         Agents repeat the same requests, so the outcome of a successful
         validation is remembered by the exact keys, types and values.
         """
         if not isinstance(request, Mapping):
             raise exc.InvalidArgumentError("request", request, "expected a mapping of filters")
-        filters = {k: v for k, v in request.items() if v is not None}
-        typed = _typed_key(filters)
+        typed = _typed_key({k: v for k, v in request.items() if v is not None})
         known = self._checked.get(typed)
         if known is None:
-            commands.DeleteCommand(**filters)
-            known = (_key(filters), tuple(_filter_scopes(filters)))
+            known = planner.Request.build(request)
             if len(self._checked) >= _CHECKED_CACHE_SIZE:
                 self._checked.clear()
             self._checked[typed] = known
-        return filters, known[0], known[1]
+        return known
+
+    @staticmethod
+    def _scopes(request: planner.Request) -> _Scopes:
+        return tuple(_filter_scopes(request.filters))
 
     def _put(self, item: _Item, block: bool | None, timeout: float | None) -> int:
         wait = self.block if block is None else block
@@ -392,14 +457,25 @@ class DeletionQueue:
         with self._not_empty:
             return self._pending_size + sum(i.size for i in self._running)
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Wait until every request queued before this call has run or been dropped.
 
+        :param timeout: seconds to wait at most; None waits for good.
         :returns: False if ``timeout`` seconds passed first.
         """
         with self._progress:
             self._start_for_waiters()
             return self._wait_done(self._last_ticket, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for the queued requests (deprecated alias of :meth:`wait`).
+
+        :param timeout: seconds to wait at most; None waits for good.
+        :returns: False if ``timeout`` seconds passed first.
+        """
+        warnings.warn("DeletionQueue.flush is deprecated; use wait", DeprecationWarning,
+                      stacklevel=2)
+        return self.wait(timeout)
 
     def wait_for(self, ip: str, timeout: float | None = None) -> bool:
         """Wait until no queued or running deletion can touch ``ip``.
@@ -547,14 +623,14 @@ class DeletionQueue:
         unique = list(dict.fromkeys(entries))
         self._count(coalesced=len(entries) - len(unique))
         try:
-            deleted = self.helper.delete(unique)
+            deleted = self.helper.delete_flows(unique)
         except Exception as error:  # reported: logged, counted, on_error
             self._report(error, unique)
             return
         self._count(deleted=deleted)
 
-    def _delete_planned(self, filters: list[dict[str, Any]]) -> None:
-        unique = list({_key(f): f for f in filters}.values())
+    def _delete_planned(self, filters: list[planner.Request]) -> None:
+        unique = list(dict.fromkeys(filters))
         plan = self.helper.plan_deletes(unique)
         merged = _commands_of(plan)
         self._count(coalesced=len(filters) - len(merged), processes=plan.processes)
@@ -568,7 +644,7 @@ class DeletionQueue:
             return
         self._count(deleted=report.deleted)
 
-    def _isolate(self, error: exc.CommandError, merged: list[dict[str, Any]]) -> None:
+    def _isolate(self, error: exc.CommandError, merged: list[planner.Request]) -> None:
         # One bad line aborts a whole -R batch: rerun each command alone so
         # the innocent ones still run and only the guilty are reported.
         LOG.warning("conntrack deletion batch of %d commands failed (%s); "
@@ -576,7 +652,7 @@ class DeletionQueue:
         for request in merged:
             self._step(self._delete_alone, [request])
 
-    def _delete_alone(self, requests: list[dict[str, Any]]) -> None:
+    def _delete_alone(self, requests: list[planner.Request]) -> None:
         plan = self.helper.plan_deletes(requests)
         self._count(processes=plan.processes)
         self._count(deleted=self.helper.execute_plan(plan).deleted)
@@ -609,7 +685,9 @@ class DeletionQueue:
         if self.on_error is None:
             return
         try:
-            self.on_error(error, list(requests))
+            # Callers get filter dicts (or entries), not the internal request type.
+            self.on_error(error, [r.filters if isinstance(r, planner.Request) else r
+                                  for r in requests])
         except Exception:  # the callback must not kill the worker
             LOG.exception("on_error callback of the deletion queue raised")
 
@@ -621,6 +699,8 @@ def _failed_scopes(requests: Sequence[Any]) -> _Scopes:
         try:
             if isinstance(request, Entry):
                 scopes.extend(_entry_scopes(request))
+            elif isinstance(request, planner.Request):
+                scopes.extend(_filter_scopes(request.filters))
             else:
                 scopes.extend(_filter_scopes(request))
         except (exc.InvalidArgumentError, AttributeError, TypeError):
@@ -628,9 +708,10 @@ def _failed_scopes(requests: Sequence[Any]) -> _Scopes:
     return tuple(scopes)
 
 
-def _commands_of(plan: DeletePlan) -> list[dict[str, Any]]:
-    """Return the requests a plan runs, whole zones included, as filter dicts."""
-    return [{"zone": zone} for zone in plan.zone_wide] + [dict(r) for r in plan.requests]
+def _commands_of(plan: DeletePlan) -> list[planner.Request]:
+    """Return the requests a plan runs, whole zones included."""
+    zones = [planner.Request((("zone", zone),)) for zone in plan.zone_wide]
+    return zones + list(plan.requests) + list(plan.cli_requests) + list(plan.filtered)
 
 
 def _isolatable(error: exc.CommandError, plan: DeletePlan) -> bool:
@@ -641,7 +722,7 @@ def _isolatable(error: exc.CommandError, plan: DeletePlan) -> bool:
 
 
 def _describe(request: Any) -> str:
-    if isinstance(request, Entry):
+    if isinstance(request, Entry | planner.Request):
         return str(request)
     return " ".join(f"{k}={v}" for k, v in request.items()) or "everything"
 
@@ -660,12 +741,6 @@ def _typed_key(filters: Mapping[str, Any]) -> Hashable:
             return (type(value).__name__, repr(value))  # unhashable: never equal by accident
         return (type(value).__name__, value)
     return tuple(sorted((k, typed(v)) for k, v in filters.items()))
-
-
-def _key(filters: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """Return a hashable identity of a filter dict (lists become tuples)."""
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                        for k, v in filters.items()))
 
 
 def _network(name: str, value: Any) -> netaddr.IPNetwork:

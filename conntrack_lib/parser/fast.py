@@ -31,7 +31,7 @@ _FAST_PATTERN = (
     r"(?:packets=(\d++) bytes=(\d++) )?(?:\[(ASSURED|OFFLOAD|HW_OFFLOAD)\] )?"
     r"(?:mark=(\d++) )?(?:zone=(\d++) )?(?:delta-time=(\d++) )?use=(\d++)(?: id=(\d++))?"
 )
-if sys.version_info < (3, 11):  # noqa: UP036 - still imported on 3.10 hosts
+if sys.version_info < (3, 11):  # 3.10 has no possessive quantifiers
     _FAST_PATTERN = _FAST_PATTERN.replace("++", "+").replace("*+", "*")
 _FAST_RE = re.compile(_FAST_PATTERN, re.ASCII)
 #: Match one stripped line of the common shape (or return None).

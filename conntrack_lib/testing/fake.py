@@ -24,7 +24,7 @@ from typing import Any
 
 import netaddr
 
-from conntrack_lib import constants, executor
+from conntrack_lib import constants, executor, matching
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns as netns_names
 from conntrack_lib.models import Counters, Entry, FlowTuple
@@ -346,184 +346,47 @@ def _nat_target(value: Any) -> tuple[netaddr.IPAddress | None, int | None]:
 
 
 # ---------------------------------------------------------------------------
-# Filters: -L and -D (user space after a dump), -U's match
+# Filters: -L, -D and -U's match, decided by the library's one filter engine
 
 
 Predicate = Callable[[Flow], bool]
+_HIDDEN_BITS = {"FIXED_TIMEOUT": FIXED_TIMEOUT, "EXPECTED": EXPECTED}
 
 
-def _address_filter(direction: int, side: str) -> Callable[[Any], Predicate]:
-    def build(value: Any) -> Predicate:
-        net = _network(value)
-        return lambda f: getattr(f.tuple(direction), side) in net
-    return build
+def engine_view(flow: Flow, now: float) -> Entry:
+    """Return ``flow`` as the filter engine sees it, status bits in full.
 
-
-def _tuple_filter(direction: int, name: str) -> Callable[[Any], Predicate]:
-    def build(value: Any) -> Predicate:
-        return lambda f: getattr(f.tuple(direction), name) == value
-    return build
-
-
-def _attr_filter(get: Callable[[Flow], Any]) -> Callable[[Any], Predicate]:
-    def build(value: Any) -> Predicate:
-        return lambda f: get(f) == value
-    return build
-
-
-def _proto_filter(value: Any) -> Predicate:
-    number = _protonum(value)
-    return lambda f: f.protonum == number
-
-
-def _mark_filter(value: Any) -> Predicate:
-    wanted, mask = _mark_pair(value)
-    return lambda f: (f.mark & mask) == wanted
-
-
-def _labels_filter(value: Any) -> Predicate:
-    wanted = frozenset(_words(value))
-    return lambda f: wanted <= f.labels
-
-
-def _secmark_filter(value: Any) -> Predicate:
-    # conntrack matches everything when the kernel reports no secmark.
-    return lambda f: f.secmark is None or f.secmark == value
-
-
-def _is_snat(f: Flow) -> bool:
-    return bool(f.status & SRC_NAT_DONE) and (
-        f.reply.dst != f.original.src or f.reply.dport != f.original.sport)
-
-
-def _is_dnat(f: Flow) -> bool:
-    return bool(f.status & DST_NAT_DONE) and (
-        f.reply.src != f.original.dst or f.reply.sport != f.original.dport)
-
-
-def _nat_filter(bit: int, addr_side: str, port_side: str, peer: str) -> Callable[[Any], Predicate]:
-    base = _is_snat if bit == SRC_NAT_DONE else _is_dnat
-
-    def build(value: Any) -> Predicate:
-        addr, port = _nat_target(value)
-        if addr is None:
-            return base
-
-        def check(f: Flow) -> bool:
-            seen = getattr(f.reply, addr_side)
-            if not f.status & bit or seen != addr or seen == getattr(f.original, peer):
-                return False
-            return port is None or getattr(f.reply, port_side) == port
-        return check
-    return build
-
-
-def _any_nat_filter(value: Any) -> Predicate:
-    return lambda f: _is_snat(f) or _is_dnat(f)
-
-
-_FILTERS: Mapping[str, Callable[[Any], Predicate]] = {
-    "family": _attr_filter(lambda f: f.family),
-    "proto": _proto_filter,
-    "src": _address_filter(ORIGINAL, "src"),
-    "dst": _address_filter(ORIGINAL, "dst"),
-    "reply_src": _address_filter(REPLY, "src"),
-    "reply_dst": _address_filter(REPLY, "dst"),
-    "sport": _tuple_filter(ORIGINAL, "sport"),
-    "dport": _tuple_filter(ORIGINAL, "dport"),
-    "reply_sport": _tuple_filter(REPLY, "sport"),
-    "reply_dport": _tuple_filter(REPLY, "dport"),
-    "icmp_type": _tuple_filter(ORIGINAL, "icmp_type"),
-    "icmp_code": _tuple_filter(ORIGINAL, "icmp_code"),
-    "icmp_id": _tuple_filter(ORIGINAL, "icmp_id"),
-    "srckey": _tuple_filter(ORIGINAL, "srckey"),
-    "dstkey": _tuple_filter(ORIGINAL, "dstkey"),
-    "reply_srckey": _tuple_filter(REPLY, "srckey"),
-    "reply_dstkey": _tuple_filter(REPLY, "dstkey"),
-    # Zone 0 entries carry no zone attribute, which compares as 0: so
-    # zone=0 excludes non-zero zones but keeps directional ones.
-    "zone": _attr_filter(lambda f: f.zone),
-    "orig_zone": _attr_filter(lambda f: f.orig_zone or 0),
-    "reply_zone": _attr_filter(lambda f: f.reply_zone or 0),
-    "mark": _mark_filter,
-    "state": _attr_filter(lambda f: f.state),
-    "labels": _labels_filter,
-    "secmark": _secmark_filter,
-    "id": _attr_filter(lambda f: f.id),
-    "src_nat": _nat_filter(SRC_NAT_DONE, "dst", "dport", "src"),
-    "dst_nat": _nat_filter(DST_NAT_DONE, "src", "sport", "dst"),
-    "any_nat": _any_nat_filter,
-}
-
-
-def _status_words(value: Any) -> tuple[int, int]:
-    """Return (bits that must be set, bits that must be clear) of ``-u``."""
-    must_set = must_clear = 0
-    for word in _words(value):
-        if word == "UNREPLIED":
-            must_clear |= SEEN_REPLY
-        elif word.startswith("!"):
-            must_clear |= STATUS_BITS[word[1:].upper()]
-        else:
-            must_set |= STATUS_BITS[word.upper()]
-    return must_set, must_clear
-
-
-def _status_filter_list(value: Any) -> Predicate:
-    # -L filters in the kernel: (status & mask) == value, where the mask is
-    # the negated words, or the positive ones when there are none.  Mixing
-    # both therefore never matches; a lone UNSET asks for status 0, which
-    # no confirmed entry has.
-    must_set, must_clear = _status_words(value)
-    mask = must_clear or must_set
-    if not mask:
-        return lambda f: False
-    return lambda f: (f.status & mask) == must_set
-
-
-def _status_filter_delete(value: Any) -> Predicate:
-    # -D filters in user space and only looks at the positive words.
-    must_set, _ = _status_words(value)
-    return lambda f: (f.status & must_set) == must_set
-
-
-def _masked_address(direction: int, side: str, value: Any, mask: Any) -> Predicate:
-    netmask = int(_address(mask))
-    wanted = int(_address(_network(value).ip)) & netmask
-    return lambda f: (int(getattr(f.tuple(direction), side)) & netmask) == wanted
-
-
-def compile_filters(filters: Mapping[str, Any], *, kind: str, now: float = 0.0) -> Predicate:
-    """Return a predicate for ``filters`` as conntrack ``kind`` applies them.
-
-    :param kind: ``'list'`` (``-L``, ``-G``, ``-E``), ``'delete'`` (``-D``) or
-        ``'update'`` (the match of ``-U``).
-    :param now: the clock reading, for ``-D``'s exact timeout match.
-    :raises NotImplementedError: for a filter keyword the fake cannot apply.
+    A dump hides FIXED_TIMEOUT and EXPECTED; the fake knows them, so its
+    filters decide them as the kernel's status filter would.
     """
-    checks: list[Predicate] = []
-    for name, value in filters.items():
-        if value is None or name in ("mask_src", "mask_dst"):
-            continue
-        checks.append(_compile_one(name, value, filters, kind, now))
-    return lambda f: all(check(f) for check in checks)
+    entry = to_entry(flow, now)
+    hidden = [name for name, bit in _HIDDEN_BITS.items() if flow.status & bit]
+    if not hidden:
+        return entry
+    return dataclasses.replace(entry, status=entry.status | frozenset(hidden))
 
 
-def _compile_one(name: str, value: Any, filters: Mapping[str, Any], kind: str,
-                 now: float) -> Predicate:
-    if name == "status":
-        return _status_filter_list(value) if kind == "list" else _status_filter_delete(value)
-    if name == "timeout":
-        # -D -t N keeps only the entries with exactly N seconds left.
-        return lambda f: f.remaining(now) == value
-    mask_key = {"src": "mask_src", "dst": "mask_dst"}.get(name)
-    if mask_key and filters.get(mask_key) is not None:
-        return _masked_address(ORIGINAL, name, value, filters[mask_key])
-    try:
-        build = _FILTERS[name]
-    except KeyError:
-        raise NotImplementedError(f"FakeConntrack cannot filter on {name!r}") from None
-    return build(value)
+def compile_filters(filters: Mapping[str, Any], *, kind: str = "list",
+                    now: float = 0.0) -> Predicate:
+    """Return a predicate for ``filters`` with the meaning :mod:`matching` defines.
+
+    :param filters: validated filter keywords (``timeout`` is ``-D -t``'s
+        exact remaining-timeout match).
+    :param kind: ``'list'``, ``'delete'`` or ``'update'``; one meaning for all.
+    :param now: the clock reading, for the timeout match.
+    :returns: a function of one flow.
+    :raises NotImplementedError: for a filter keyword the engine does not know.
+    """
+    del kind  # every command kind filters with the same meaning
+    timeout = filters.get("timeout")
+    rest = {k: v for k, v in filters.items() if k != "timeout" and v is not None}
+    unknown = set(rest) - matching.SUPPORTED
+    if unknown:
+        raise NotImplementedError(f"FakeConntrack cannot filter on {sorted(unknown)}")
+    predicate = matching.compile_filters(rest, full_status=True)
+    if timeout is None:
+        return lambda f: predicate(engine_view(f, now))
+    return lambda f: f.remaining(now) == timeout and predicate(engine_view(f, now))
 
 
 # ---------------------------------------------------------------------------

@@ -69,11 +69,18 @@ ON CONFLICT (zone) DO UPDATE SET state = 'owned', owner = excluded.owner, freed 
 """
 
 
+#: SQLite's primary result codes for a busy or locked database (the sqlite3
+#: module names them only from Python 3.11, and 3.10 is supported).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
+    # Python 3.11+ carries the code; 3.10 only the message.
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         # Extended codes (e.g. SQLITE_BUSY_RECOVERY) keep the primary code in the low byte.
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     return "database is locked" in str(exc)
 
 

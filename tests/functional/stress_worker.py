@@ -305,7 +305,7 @@ class Actor:
         self._settle()
         entries = self._listed(holding)
         chosen = self.rng.sample(entries, self.rng.randint(1, min(20, len(entries))))
-        deleted = self.helper.delete(chosen)
+        deleted = self.helper.delete_flows(chosen)
         self._expect(deleted == len(chosen), f"exact delete: {deleted} != {len(chosen)}")
         holding.flows -= {entry_key(e) for e in chosen}
 
@@ -334,7 +334,7 @@ class Actor:
             filters["proto"] = sample[5]
         doomed = {f for f in holding.flows
                   if f[1] == sample[1] and f[5] == filters.get("proto", f[5])}
-        self._expect(self.queue.delete(**filters) == 1, "queue refused a request")
+        self._expect(self.queue.delete_entries(**filters) == 1, "queue refused a request")
         holding.flows -= doomed
 
     def _op_queue_exact(self) -> None:
@@ -342,7 +342,7 @@ class Actor:
         self._settle()
         entries = self._listed(holding)
         chosen = self.rng.sample(entries, self.rng.randint(1, min(20, len(entries))))
-        self._expect(self.queue.delete_entries(chosen) == len(chosen), "queue lost entries")
+        self._expect(self.queue.delete_flows(chosen) == len(chosen), "queue lost entries")
         holding.flows -= {entry_key(e) for e in chosen}
 
 
@@ -360,7 +360,7 @@ class ErrorLog:
 
 def drain(queue: DeletionQueue, timeout: float) -> dict[str, Any]:
     """Flush and stop ``queue``; return whether it drained and its counters."""
-    flushed = queue.flush(timeout=timeout)
+    flushed = queue.wait(timeout=timeout)
     stats = queue.stats()
     queue.stop(drain=True, timeout=timeout)
     return {"flushed": flushed, "stats": stats}

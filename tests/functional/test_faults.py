@@ -217,7 +217,7 @@ def test_namespace_deleted_between_calls(daemon: None, watch: Watch) -> None:
         calls: list[Callable[[], object]] = [
             helper.count,
             lambda: helper.create_entry(**flow(2)),
-            lambda: helper.delete(entries),
+            lambda: helper.delete_flows(entries),
             lambda: helper.delete_entries(zone=zones["port-a"]),
             lambda: helper.release_zone("port-a", flush=True),
             lambda: executor.PrivsepExecutor().execute(commands.CountCommand(),
@@ -438,7 +438,7 @@ def test_enobufs_during_a_large_exact_delete(fns: str, watch: Watch,
     # A window sized as if acknowledgements were free overruns the buffer.
     monkeypatch.setattr(priv_netlink, "ACK_TRUESIZE", 1)
     monkeypatch.setattr(priv_netlink, "_read_acks", counting_read_acks)
-    deleted = helper.delete(entries)
+    deleted = helper.delete_flows(entries)
 
     assert overruns, "the kernel never dropped an acknowledgement: no ENOBUFS was staged"
     assert count(fns) == 0, "every flow must be gone after the recovery"
@@ -599,18 +599,18 @@ def test_deletion_queue_survives_a_vanished_namespace(fns: str, watch: Watch) ->
         doomed_queue.start()
         healthy_queue.start()
 
-        doomed_queue.delete(zone=1)
-        assert doomed_queue.flush(WAIT)
+        doomed_queue.delete_entries(zone=1)
+        assert doomed_queue.wait(WAIT)
         assert count(doomed_ns) == 40
         for zone in range(1, 6):
-            healthy_queue.delete(zone=zone)
+            healthy_queue.delete_entries(zone=zone)
         netns.delete(doomed_ns)  # vanishes while both queues work
-        doomed_queue.delete(zone=2)
-        doomed_queue.delete_entries(exact)
+        doomed_queue.delete_entries(zone=2)
+        doomed_queue.delete_flows(exact)
         for zone in range(6, 11):
-            healthy_queue.delete(zone=zone)
+            healthy_queue.delete_entries(zone=zone)
 
-        assert doomed_queue.flush(WAIT) and healthy_queue.flush(WAIT)
+        assert doomed_queue.wait(WAIT) and healthy_queue.wait(WAIT)
         assert doomed_queue.running and healthy_queue.running
         assert {type(e) for e, _ in errors} == {exc.NamespaceNotFoundError}
         failed = [r for _, requests in errors for r in requests]
@@ -628,8 +628,8 @@ def test_deletion_queue_survives_a_vanished_namespace(fns: str, watch: Watch) ->
         # The namespace comes back: the same queue carries on with it.
         netns.add(doomed_ns)
         doomed.create_entries(zone_flows(range(7, 8), 10))
-        doomed_queue.delete(zone=7)
-        assert doomed_queue.flush(WAIT)
+        doomed_queue.delete_entries(zone=7)
+        assert doomed_queue.wait(WAIT)
         assert count(doomed_ns) == 0
         assert doomed_queue.stats()["failed"] == 1 + len(exact)
     finally:

@@ -66,12 +66,12 @@ def test_exact_delete_removes_only_the_given_flows(helper: ConntrackHelper, ns: 
     zone = helper.allocate_zone("port-a")
     helper.create_entries(_tcp(i, zone) for i in range(50))
     doomed = helper.list_entries(zone=zone)[:20]
-    assert helper.delete(doomed) == 20
+    assert helper.delete_flows(doomed) == 20
     left = helper.list_entries()
     assert len(left) == 30
     assert not {_flow_key(e) for e in doomed} & {_flow_key(e) for e in left}
     # Flows already gone are skipped, not an error.
-    assert helper.delete(doomed) == 0
+    assert helper.delete_flows(doomed) == 0
 
 
 def test_release_zone_with_flush_deletes_its_flows_only(helper: ConntrackHelper) -> None:
@@ -121,14 +121,14 @@ def test_update_entries_beyond_the_bulk_limit_updates_every_flow(helper: Conntra
 def test_flush_empties_the_table_and_counts(helper: ConntrackHelper, ns: str) -> None:
     zone = helper.allocate_zone("port-a")
     helper.create_entries([_tcp(i, zone) for i in range(7)])
-    assert helper.flush() == 7
+    assert helper.flush_table() == 7
     assert netns.table(ns) == []
 
 
 def test_flush_one_zone(helper: ConntrackHelper) -> None:
     a, b = helper.allocate_zone("a"), helper.allocate_zone("b")
     helper.create_entries([_tcp(i, a) for i in range(4)] + [_tcp(i, b) for i in range(2)])
-    assert helper.flush(zone=a) == 4
+    assert helper.flush_table(zone=a) == 4
     assert helper.count() == 2
 
 

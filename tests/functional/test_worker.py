@@ -73,14 +73,14 @@ def test_duplicated_remote_ip_requests_from_threads(ns: str, queue: DeletionQueu
     def produce() -> None:
         for _ in range(200):
             for zone, remote in sorted(doomed):
-                queue.delete_remote_ips(zone, [remote])
+                queue.delete_by_remote_ips(zone, [remote])
 
     threads = [threading.Thread(target=produce) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(WAIT)
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     expected = [f for f in before if (f[3], f[1]) not in doomed and (f[3], f[2]) not in doomed]
     assert len(before) - len(expected) == 3 * 10  # 5 tcp + 5 udp per pair
     assert _table(ns) == expected
@@ -96,10 +96,10 @@ def test_exact_entries_and_filters_in_one_drain(ns: str, helper: ConntrackHelper
                                                 queue: DeletionQueue) -> None:
     victims = helper.list_entries(zone=3, proto="udp")[:7]
     assert len(victims) == 7
-    queue.delete_entries(victims)
-    queue.delete_entries(victims[:3])
-    queue.delete(zone=1)
-    assert queue.flush(WAIT)
+    queue.delete_flows(victims)
+    queue.delete_flows(victims[:3])
+    queue.delete_entries(zone=1)
+    assert queue.wait(WAIT)
     gone = {(e.proto, str(e.original.src), str(e.original.dst), e.zone,
              e.original.sport) for e in victims}
     remaining = helper.list_entries()
@@ -112,7 +112,7 @@ def test_exact_entries_and_filters_in_one_drain(ns: str, helper: ConntrackHelper
 
 def test_rule_deletion_keeps_other_ports(ns: str, queue: DeletionQueue) -> None:
     before = _table(ns)
-    assert queue.delete_rule(4, "ingress", "IPv4", "tcp", 80, 80, None, [LOCAL]) == 1
+    assert queue.delete_by_rule(4, "ingress", "IPv4", "tcp", 80, 80, None, [LOCAL]) == 1
     assert queue.wait_for(LOCAL, timeout=WAIT)
     after = _table(ns)
     # Remotes with an even index used dport 80 (5 flows each), odd ones 81.
@@ -129,10 +129,10 @@ def test_failure_is_delivered_and_the_worker_survives() -> None:
     # The namespace is gone now: every command must fail, and be reported.
     queue.start()
     try:
-        queue.delete(zone=5)
-        assert queue.flush(WAIT)
-        queue.delete(zone=6)
-        assert queue.flush(WAIT)
+        queue.delete_entries(zone=5)
+        assert queue.wait(WAIT)
+        queue.delete_entries(zone=6)
+        assert queue.wait(WAIT)
         assert queue.running
     finally:
         queue.stop(timeout=WAIT)

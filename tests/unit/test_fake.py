@@ -204,11 +204,11 @@ def test_create_clamps_huge_timeouts(fake: FakeConntrack) -> None:
 # List filters
 
 
-def test_zone_zero_excludes_zones_but_keeps_directional(fake: FakeConntrack) -> None:
+def test_zone_zero_means_zone_zero_in_both_directions(fake: FakeConntrack) -> None:
     create(fake, UDP)
     create(fake, {**UDP, "sport": 5}, zone=3)
     create(fake, {**UDP, "sport": 6}, orig_zone=3)
-    assert ports(listed(fake, zone=0)) == {1, 6}
+    assert ports(listed(fake, zone=0)) == {1}
 
 
 def test_zone_filter_ignores_directional_zones(fake: FakeConntrack) -> None:
@@ -220,13 +220,15 @@ def test_zone_filter_ignores_directional_zones(fake: FakeConntrack) -> None:
 def test_orig_zone_filter(fake: FakeConntrack) -> None:
     create(fake, UDP, zone=3)
     create(fake, {**UDP, "sport": 6}, orig_zone=3)
-    assert ports(listed(fake, orig_zone=3)) == {6}
+    assert ports(listed(fake, orig_zone=3)) == {1, 6}
 
 
-def test_reply_zone_zero_matches_non_directional_zones(fake: FakeConntrack) -> None:
+def test_reply_zone_is_the_flows_zone_in_the_reply_direction(fake: FakeConntrack) -> None:
     create(fake, UDP, zone=3)
     create(fake, {**UDP, "sport": 6}, reply_zone=4)
-    assert ports(listed(fake, reply_zone=0)) == {1}
+    create(fake, {**UDP, "sport": 7}, orig_zone=4)
+    assert ports(listed(fake, reply_zone=0)) == {7}
+    assert ports(listed(fake, reply_zone=3)) == {1}
 
 
 def test_cidr_source_filter(fake: FakeConntrack) -> None:
@@ -700,4 +702,4 @@ def test_helper_runs_on_the_fake(fake: FakeConntrack) -> None:
 def test_helper_exact_deletes_use_the_fakes_netlink_path(fake: FakeConntrack) -> None:
     helper = ConntrackHelper(executor=fake)
     helper.create_entry(timeout=60, zone=3, **UDP)
-    assert (helper.delete(fake.entries()), fake.netlink_requests) == (1, 1)
+    assert (helper.delete_flows(fake.entries()), fake.netlink_requests) == (1, 1)

@@ -8,10 +8,9 @@ from typing import Any
 import netaddr
 import pytest
 
-from conntrack_lib import commands
 from conntrack_lib import exceptions as exc
 from conntrack_lib.executor import Result
-from conntrack_lib.helper import ConntrackHelper, remote_ip_requests, rule_requests
+from conntrack_lib.helper import ConntrackHelper, SecurityGroupRule, remote_ip_requests
 from conntrack_lib.models import Entry, FlowTuple
 
 LINE = ("tcp      6 300 ESTABLISHED src=10.0.0.{n} dst=10.0.9.9 sport=1 dport=22 [UNREPLIED] "
@@ -68,7 +67,7 @@ def test_plan_merges_identical_requests() -> None:
     plan = helper.plan_deletes([{"zone": 5, "src": "10.0.0.1"}] * 4)
     assert plan.received == 4
     assert plan.merged == 3
-    assert plan.requests == ({"zone": 5, "src": "10.0.0.1"},)
+    assert [r.filters for r in plan.requests] == [{"src": "10.0.0.1", "zone": 5}]
     assert plan.dumps == 1
 
 
@@ -77,7 +76,7 @@ def test_plan_turns_a_zone_request_into_one_zone_delete_and_drops_what_it_covers
     plan = helper.plan_deletes([{"zone": 5, "src": "10.0.0.1"}, {"zone": 5},
                                 {"zone": 6, "src": "10.0.0.1"}])
     assert plan.zone_wide == (5,)
-    assert plan.requests == ({"zone": 6, "src": "10.0.0.1"},)
+    assert [r.filters for r in plan.requests] == [{"src": "10.0.0.1", "zone": 6}]
     assert plan.dropped == 1
     assert plan.dumps == 2
 
@@ -93,13 +92,13 @@ def test_plan_keeps_one_family_of_a_zone_apart() -> None:
     helper = ConntrackHelper(executor=Recorder())
     plan = helper.plan_deletes([{"zone": 7, "family": "ipv4"}])
     assert plan.zone_wide == ()
-    assert plan.requests == ({"zone": 7, "family": "ipv4"},)
+    assert [r.filters for r in plan.requests] == [{"family": "ipv4", "zone": 7}]
 
 
 def test_plan_drops_a_request_inside_a_broader_prefix() -> None:
     helper = ConntrackHelper(executor=Recorder())
     plan = helper.plan_deletes([{"zone": 5, "src": "10.0.0.7"}, {"zone": 5, "src": "10.0.0.0/24"}])
-    assert plan.requests == ({"zone": 5, "src": "10.0.0.0/24"},)
+    assert [r.filters for r in plan.requests] == [{"src": "10.0.0.0/24", "zone": 5}]
 
 
 def test_plan_rejects_an_invalid_request_before_running_anything() -> None:
@@ -138,31 +137,67 @@ def test_dump_plan_lists_once_and_deletes_matches_over_netlink() -> None:
     lines = [LINE.format(n=n, zone=z) for n, z in ((1, 5), (2, 5), (3, 6), (4, 7))]
     recorder = NetlinkRecorder(lines)
     helper = ConntrackHelper(executor=recorder)
-    report = helper.delete_many([{"zone": 5, "src": "10.0.0.1"}, {"zone": 6}])
+    misses = [{"zone": 8, "src": f"10.0.0.{n}"} for n in range(10, 20)]
+    report = helper.delete_many([{"zone": 5, "src": "10.0.0.1"}, {"zone": 6}, *misses])
     assert report.plan.strategy == "dump"
     assert report.plan.dumps == 1
-    assert [c.kind for c in recorder.calls] == ["list"]
+    (listing,) = recorder.calls
+    assert listing.kind == "list" and listing.output == ("id",)
     assert sorted(str(e.original.src) for e in recorder.deleted) == ["10.0.0.1", "10.0.0.3"]
     assert report.deleted == 2
+
+
+def test_cost_model_keeps_few_requests_on_the_cli_and_many_on_one_dump() -> None:
+    helper = ConntrackHelper(executor=NetlinkRecorder())
+    crossover = helper.cost_model.crossover(10_000, netlink=True, prefiltered=True)
+    assert 2 <= crossover <= 20
+    assert helper.cost_model.crossover(10_000, netlink=False) > 1000
+    few = [{"zone": 8, "src": f"10.0.0.{n}"} for n in range(crossover - 1)]
+    many = [{"zone": 8, "src": f"10.0.0.{n}"} for n in range(crossover)]
+    assert helper.plan_deletes(few).strategy == "cli"
+    assert helper.plan_deletes(many).strategy == "dump"
+
+
+def test_requests_the_cli_gets_wrong_always_go_through_the_engine() -> None:
+    helper = ConntrackHelper(executor=NetlinkRecorder())
+    for request in ({"orig_zone": 0}, {"reply_zone": 3}, {"zone": 0},
+                    {"dst_nat": "fd00:10:244::5", "proto": "udp"}):
+        plan = helper.plan_deletes([request])
+        assert plan.strategy == "dump", request
+        assert plan.cli_lines == ()
+
+
+def test_hidden_status_goes_to_conntrack_or_a_status_filtered_dump() -> None:
+    lines = [LINE.format(n=1, zone=0).replace(" zone=0", " id=7"),
+             LINE.format(n=2, zone=0).replace(" zone=0", " zone-orig=3 id=8")]
+    recorder = NetlinkRecorder(lines)
+    helper = ConntrackHelper(executor=recorder)
+    plan = helper.plan_deletes([{"status": "FIXED_TIMEOUT", "zone": 4}])
+    assert [c.argv() for c in plan.cli_lines] == [("-D", "-u", "FIXED_TIMEOUT", "-w", "4")]
+    report = helper.delete_many([{"status": "FIXED_TIMEOUT", "orig_zone": 3}])
+    assert report.plan.filtered and not report.plan.cli_lines
+    (listing,) = recorder.calls
+    assert listing.argv() == ("-L", "-u", "FIXED_TIMEOUT", "-o", "id")
+    assert [e.id for e in recorder.deleted] == [8]
 
 
 def test_exact_delete_counts_only_flows_really_deleted() -> None:
     recorder = NetlinkRecorder(outcomes=[0, 2, 0])
     helper = ConntrackHelper(executor=recorder)
-    assert helper.delete([_entry(1), _entry(2), _entry(3)]) == 2
+    assert helper.delete_flows([_entry(1), _entry(2), _entry(3)]) == 2
 
 
 def test_exact_delete_raises_on_a_real_kernel_error() -> None:
     helper = ConntrackHelper(executor=NetlinkRecorder(outcomes=[0, 1]))
     with pytest.raises(exc.CommandError, match="errno 1"):
-        helper.delete([_entry(1), _entry(2)])
+        helper.delete_flows([_entry(1), _entry(2)])
 
 
 def test_exact_delete_falls_back_to_cli_when_netlink_is_refused(
         caplog: pytest.LogCaptureFixture) -> None:
     recorder = NetlinkRecorder(refuse=True)
     helper = ConntrackHelper(executor=recorder)
-    assert helper.delete([_entry(1), _entry(2)]) == 2
+    assert helper.delete_flows([_entry(1), _entry(2)]) == 2
     (batch,) = recorder.calls
     assert [c.argv()[:3] for c in batch] == [("-D", "-f", "ipv4")] * 2
     assert "falling back" in caplog.text
@@ -171,23 +206,24 @@ def test_exact_delete_falls_back_to_cli_when_netlink_is_refused(
 def test_exact_delete_backend_netlink_never_falls_back() -> None:
     helper = ConntrackHelper(executor=NetlinkRecorder(refuse=True), exact_delete_backend="netlink")
     with pytest.raises(exc.ConntrackUnavailableError):
-        helper.delete([_entry(1)])
+        helper.delete_flows([_entry(1)])
     with pytest.raises(exc.ConntrackUnavailableError):
-        ConntrackHelper(executor=Recorder(), exact_delete_backend="netlink").delete([_entry(1)])
+        ConntrackHelper(executor=Recorder(),
+                        exact_delete_backend="netlink").delete_flows([_entry(1)])
 
 
 def test_exact_delete_backend_cli_ignores_netlink() -> None:
     recorder = NetlinkRecorder()
     helper = ConntrackHelper(executor=recorder, exact_delete_backend="cli")
-    helper.delete([_entry(1), _entry(2)])
+    helper.delete_flows([_entry(1), _entry(2)])
     assert recorder.deleted == []
 
 
 def test_exact_delete_merges_duplicates_and_skips_empty() -> None:
     recorder = NetlinkRecorder()
     helper = ConntrackHelper(executor=recorder)
-    assert helper.delete([]) == 0
-    helper.delete([_entry(1), _entry(1)])
+    assert helper.delete_flows([]) == 0
+    helper.delete_flows([_entry(1), _entry(1)])
     assert recorder.deleted == [_entry(1)]
 
 
@@ -271,52 +307,96 @@ def test_constructor_validates_its_options() -> None:
         ConntrackHelper(executor=Recorder(), zone_range=(0, 10))
 
 
+def _rule_requests(zone: int | None, *args: Any) -> list[dict[str, Any]]:
+    *fields, ips = args
+    return [r.filters for r in SecurityGroupRule(*fields).requests(zone, ips)]
+
+
 def test_rule_requests_ingress_single_port() -> None:
-    reqs = rule_requests(5, "ingress", "IPv4", "tcp", 22, 22, "198.51.100.0/24",
-                         ["10.0.0.1", "2001:db8::1", "10.0.0.1"])
-    assert reqs == [{"family": "ipv4", "zone": 5, "proto": "tcp", "src": "198.51.100.0/24",
-                     "dst": "10.0.0.1", "dport": 22}]
+    reqs = _rule_requests(5, "ingress", "IPv4", "tcp", 22, 22, "198.51.100.0/24",
+                          ["10.0.0.1", "2001:db8::1", "10.0.0.1"])
+    assert reqs == [{"family": "ipv4", "proto": "tcp", "src": "198.51.100.0/24",
+                     "dst": "10.0.0.1", "dport": 22, "zone": 5}]
 
 
 def test_rule_requests_egress_any_protocol() -> None:
-    reqs = rule_requests(None, "egress", "IPv6", 0, None, None, None, ["2001:db8::1"])
+    reqs = _rule_requests(None, "egress", "IPv6", 0, None, None, None, ["2001:db8::1"])
     assert reqs == [{"family": "ipv6", "src": "2001:db8::1"}]
 
 
 def test_rule_requests_port_range_expands_or_widens() -> None:
-    small = rule_requests(5, "ingress", "IPv4", "udp", 1000, 1003, None, ["10.0.0.1"])
+    small = _rule_requests(5, "ingress", "IPv4", "udp", 1000, 1003, None, ["10.0.0.1"])
     assert [r["dport"] for r in small] == [1000, 1001, 1002, 1003]
-    wide = rule_requests(5, "ingress", "IPv4", "udp", 1000, 2000, None, ["10.0.0.1"])
-    assert wide == [{"family": "ipv4", "zone": 5, "proto": "udp", "dst": "10.0.0.1"}]
+    wide = _rule_requests(5, "ingress", "IPv4", "udp", 1000, 2000, None, ["10.0.0.1"])
+    assert wide == [{"family": "ipv4", "proto": "udp", "dst": "10.0.0.1", "zone": 5}]
 
 
-def test_rule_requests_icmp_follows_the_family() -> None:
-    reqs = rule_requests(5, "ingress", "IPv6", "icmp", None, None, None, ["2001:db8::1"])
-    assert reqs[0]["proto"] == "icmpv6"
+def test_rule_requests_icmp_follows_the_family_and_keeps_type_and_code() -> None:
+    reqs = _rule_requests(5, "ingress", "IPv6", "icmp", 128, 0, None, ["2001:db8::1"])
+    assert reqs == [{"family": "ipv6", "proto": "icmpv6", "dst": "2001:db8::1",
+                     "icmp_type": 128, "icmp_code": 0, "zone": 5}]
 
 
 @pytest.mark.parametrize(("args", "field"), [
     ((5, "sideways", "IPv4", None, None, None, None, []), "direction"),
     ((5, "ingress", "IPX", None, None, None, None, []), "ethertype"),
     ((5, "ingress", "IPv4", None, None, None, "2001:db8::/64", []), "remote_ip_prefix"),
-    ((5, "ingress", "IPv4", None, None, None, None, ["not-an-ip"]), "ip"),
+    ((5, "ingress", "IPv4", None, None, None, None, ["not-an-ip"]), "local_ips"),
+    ((5, "ingress", "IPv4", "esp", 22, 22, None, ["10.0.0.1"]), "port_range_min"),
+    ((5, "ingress", "IPv4", None, 22, 22, None, ["10.0.0.1"]), "port_range_min"),
+    ((5, "ingress", "IPv4", "tcp", 30, 20, None, ["10.0.0.1"]), "port_range_max"),
+    ((5, "ingress", "IPv4", "tcp", 70000, None, None, ["10.0.0.1"]), "port_range_min"),
+    ((5, "ingress", "IPv4", "icmpv6", None, None, None, ["10.0.0.1"]), "protocol"),
+    ((5, "ingress", "IPv4", "icmp", None, 3, None, ["10.0.0.1"]), "port_range_max"),
+    ((5, "ingress", "IPv4", "bogus", None, None, None, ["10.0.0.1"]), "protocol"),
+    ((70000, "ingress", "IPv4", None, None, None, None, ["10.0.0.1"]), "zone"),
 ])
 def test_rule_requests_reject_bad_input(args: tuple[Any, ...], field: str) -> None:
     with pytest.raises(exc.InvalidArgumentError) as err:
-        rule_requests(*args)
+        _rule_requests(*args)
     assert err.value.field == field
 
 
 def test_remote_ip_requests_cover_both_directions_with_mark() -> None:
-    reqs = remote_ip_requests(5, ["198.51.100.7", "2001:db8::7"], mark=3)
+    reqs = [r.filters for r in remote_ip_requests(5, ["198.51.100.7", "2001:db8::7"], mark=3)]
     assert reqs == [
-        {"family": "ipv4", "zone": 5, "mark": 3, "src": "198.51.100.7"},
-        {"family": "ipv4", "zone": 5, "mark": 3, "dst": "198.51.100.7"},
-        {"family": "ipv6", "zone": 5, "mark": 3, "src": "2001:db8::7"},
-        {"family": "ipv6", "zone": 5, "mark": 3, "dst": "2001:db8::7"},
+        {"family": "ipv4", "src": "198.51.100.7", "mark": 3, "zone": 5},
+        {"family": "ipv4", "dst": "198.51.100.7", "mark": 3, "zone": 5},
+        {"family": "ipv6", "src": "2001:db8::7", "mark": 3, "zone": 5},
+        {"family": "ipv6", "dst": "2001:db8::7", "mark": 3, "zone": 5},
     ]
-    for request in reqs:
-        commands.DeleteCommand(**request)
+
+
+def test_remote_ip_requests_limited_to_the_ports_own_addresses() -> None:
+    reqs = [r.filters for r in remote_ip_requests(
+        5, ["198.51.100.7"], local_ips=["10.0.0.1", "2001:db8::1"])]
+    assert [(r["src"], r["dst"]) for r in reqs] == [("198.51.100.7", "10.0.0.1"),
+                                                    ("10.0.0.1", "198.51.100.7")]
+
+
+def test_remote_ip_requests_empty_remotes_mean_every_flow_of_the_local_addresses() -> None:
+    reqs = [r.filters for r in remote_ip_requests(5, [], local_ips=["10.0.0.1"])]
+    assert reqs == [{"family": "ipv4", "src": "10.0.0.1", "zone": 5},
+                    {"family": "ipv4", "dst": "10.0.0.1", "zone": 5}]
+
+
+@pytest.mark.parametrize(("remotes", "locals_", "field"), [
+    ([], [], "remote_ips"),
+    (["2001:db8::7"], ["10.0.0.1"], "remote_ips"),
+    (["bogus"], ["10.0.0.1"], "remote_ips"),
+    (["10.0.0.9"], ["10.0.0.0/24"], "local_ips"),
+])
+def test_remote_ip_requests_refuse(remotes: list[str], locals_: list[str], field: str) -> None:
+    with pytest.raises(exc.InvalidArgumentError) as err:
+        remote_ip_requests(5, remotes, local_ips=locals_)
+    assert err.value.field == field
+
+
+def test_delete_by_remote_ips_with_no_address_at_all_runs_nothing() -> None:
+    recorder = Recorder()
+    with pytest.raises(exc.InvalidArgumentError):
+        ConntrackHelper(executor=recorder).delete_by_remote_ips(5, [])
+    assert recorder.calls == []
 
 
 def test_delete_by_rule_with_no_matching_family_runs_nothing() -> None:
@@ -342,7 +422,7 @@ def test_count_with_filters_parses_a_listing() -> None:
 def test_flush_reports_what_was_there() -> None:
     recorder = Recorder(count=9)
     helper = ConntrackHelper(executor=recorder)
-    assert helper.flush() == 9
+    assert helper.flush_table() == 9
     assert [c.kind for c in recorder.calls] == ["count", "flush"]
 
 

@@ -40,7 +40,9 @@ def _entry(**kw: Any) -> Entry:
     ({"reply_sport": 80}, True),
     ({"zone": 5}, True),
     ({"zone": 0}, False),
-    ({"orig_zone": 5}, False),
+    ({"orig_zone": 5}, True),
+    ({"reply_zone": 5}, True),
+    ({"orig_zone": 0}, False),
     ({"mark": 0}, True),
     ({"mark": 1}, False),
     ({"mark": (0, 0xF0)}, True),
@@ -50,7 +52,8 @@ def _entry(**kw: Any) -> Entry:
     ({"state": "ESTABLISHED"}, True),
     ({"state": "SYN_SENT"}, False),
     ({"labels": ["a"]}, False),
-    ({"secmark": 3}, True),
+    ({"secmark": 3}, False),
+    ({"secmark": 0}, True),
     ({"any_nat": True}, False),
     ({"src": "10.0.0.1", "zone": 6}, False),
 ])
@@ -77,9 +80,43 @@ def test_nat_is_a_reply_that_is_not_the_inverted_original() -> None:
     assert matching.matches(dnat, {"any_nat": True})
 
 
-def test_nat_with_an_address_is_left_to_conntrack() -> None:
-    with pytest.raises(ValueError, match="only be evaluated by conntrack"):
-        matching.compile_filters({"src_nat": "10.0.0.1"})
+def test_nat_with_an_address_compares_the_translated_address_in_both_families() -> None:
+    orig = FlowTuple(netaddr.IPAddress("fd00:10:96::a"), netaddr.IPAddress("fd00::1"), 5, 53)
+    dnat = _entry(family="ipv6", proto="udp", protonum=17, original=orig, state=None,
+                  reply=FlowTuple(netaddr.IPAddress("fd00:10:244::6"), orig.src, 53, 5))
+    assert matching.matches(dnat, {"dst_nat": "fd00:10:244::6"})
+    assert not matching.matches(dnat, {"dst_nat": "fd00:10:244::5"})
+    assert matching.matches(dnat, {"dst_nat": ("fd00:10:244::6", 53)})
+    assert not matching.matches(dnat, {"dst_nat": ("fd00:10:244::6", 54)})
+    assert matching.matches(dnat, {"any_nat": "fd00:10:244::6"})
+    assert not matching.matches(dnat, {"src_nat": "fd00:10:244::6"})
+
+
+def test_zones_are_per_direction() -> None:
+    orig_only = _entry(zone=0, orig_zone=3)
+    assert matching.direction_zones(orig_only) == (3, 0)
+    assert not matching.matches(orig_only, {"zone": 0})
+    assert not matching.matches(orig_only, {"zone": 3})
+    assert matching.matches(orig_only, {"orig_zone": 3})
+    assert matching.matches(orig_only, {"reply_zone": 0})
+    both = _entry(zone=7)
+    assert not matching.matches(both, {"orig_zone": 0})
+    assert not matching.matches(both, {"reply_zone": 0})
+
+
+def test_hidden_status_bits_are_left_to_the_kernel() -> None:
+    with pytest.raises(matching.UnmatchableError):
+        matching.compile_filters({"status": ["FIXED_TIMEOUT"]})
+    kernel, engine = matching.split_status({"status": ("ASSURED", "EXPECTED"), "zone": 0})
+    assert kernel == {"status": ("EXPECTED",)}
+    assert engine == {"status": ("ASSURED",), "zone": 0}
+    seen = _entry(status=frozenset({"ASSURED", "FIXED_TIMEOUT"}))
+    assert matching.compile_filters({"status": ["FIXED_TIMEOUT"]}, full_status=True)(seen)
+
+
+def test_needs_names_the_output_a_dump_must_show() -> None:
+    assert matching.needs({"id": 4, "labels": ["a"], "zone": 1}) == ("id", "labels")
+    assert matching.needs({"zone": 1}) == ()
 
 
 def test_labels_must_all_be_present() -> None:

@@ -109,6 +109,10 @@ def test_planner_keeps_one_of_two_requests_that_cover_each_other() -> None:
     helper = ConntrackHelper(executor=FakeConntrack())
     plan = helper.plan_deletes([{"proto": "tcp"}, {"proto": 6}])
     assert len(plan.requests) + len(plan.zone_wide) == 1
+    assert plan.merged == 1  # one canonical request: tcp and 6 are the same
+    plan = helper.plan_deletes([{"zone": 5, "src": "10.0.0.1"},
+                                {"zone": 5, "src": "10.0.0.1/32"}])
+    assert len(plan.requests) == 1
     assert plan.dropped == 1
 
 

@@ -23,6 +23,7 @@ from conntrack_lib import exceptions as exc
 from conntrack_lib.executor import Result
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry, FlowTuple
+from conntrack_lib.planner import CostModel
 from conntrack_lib.worker import DeletionQueue, QueueClosedError, QueueFullError
 
 WAIT = 5.0  # generous upper bound for anything that should happen at once
@@ -79,9 +80,14 @@ class NetlinkExecutor(RecordingExecutor):
         return [0] * len(flows)
 
 
+#: A cost model under which every plan is conntrack -D lines: these tests
+#: watch the queue, not the planner's choice of strategy.
+CLI_ONLY = CostModel(dump_parse=1.0)
+
+
 def make_queue(executor: Any, **kwargs: Any) -> DeletionQueue:
     kwargs.setdefault("linger", 0.0)
-    return DeletionQueue(ConntrackHelper(executor=executor), **kwargs)
+    return DeletionQueue(ConntrackHelper(executor=executor, cost_model=CLI_ONLY), **kwargs)
 
 
 @pytest.fixture
@@ -114,9 +120,9 @@ def test_identical_requests_run_once(executor: RecordingExecutor,
     queue = make_queue(executor)
     queues.append(queue)
     for _ in range(500):
-        queue.delete_remote_ips(5, ["10.0.0.1"])
+        queue.delete_by_remote_ips(5, ["10.0.0.1"])
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert sorted(executor.lines()) == sorted([
         argv_of(family="ipv4", zone=5, src="10.0.0.1"),
         argv_of(family="ipv4", zone=5, dst="10.0.0.1")])
@@ -134,12 +140,12 @@ def test_zone_wide_request_covers_narrower_ones(executor: RecordingExecutor,
                                                 queues: list[DeletionQueue]) -> None:
     queue = make_queue(executor)
     queues.append(queue)
-    queue.delete(zone=7, src="10.0.0.1")
-    queue.delete(zone=7)
-    queue.delete(zone=7, dst="10.0.0.0/24", proto="tcp")
-    queue.delete(zone=8, dst="10.0.0.2")
+    queue.delete_entries(zone=7, src="10.0.0.1")
+    queue.delete_entries(zone=7)
+    queue.delete_entries(zone=7, dst="10.0.0.0/24", proto="tcp")
+    queue.delete_entries(zone=8, dst="10.0.0.2")
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert sorted(executor.lines()) == sorted([argv_of(zone=7),
                                                argv_of(zone=8, dst="10.0.0.2")])
     assert queue.stats()["coalesced"] == 2
@@ -150,9 +156,9 @@ def test_batches_hold_at_most_batch_max(executor: RecordingExecutor,
     queue = make_queue(executor, batch_max=10)
     queues.append(queue)
     for i in range(25):
-        queue.delete(zone=100 + i)
+        queue.delete_entries(zone=100 + i)
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     sizes = [len(c) if c.kind == "batch" else 1 for c in executor.commands]
     assert sizes == [10, 10, 5]
     assert queue.stats()["batches"] == 3
@@ -164,9 +170,9 @@ def test_duplicates_ride_along_beyond_batch_max(executor: RecordingExecutor,
     queue = make_queue(executor, batch_max=2)
     queues.append(queue)
     for zone in (1, 2, 1, 2, 1, 2, 2, 3, 1):
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     sizes = [len(c) if c.kind == "batch" else 1 for c in executor.commands]
     assert sizes == [2, 2]  # {1, 2} with its five duplicates, then {3, 1}
     lines = executor.lines()
@@ -180,9 +186,9 @@ def test_a_call_larger_than_a_batch_stays_whole(executor: RecordingExecutor,
     queue = make_queue(executor, batch_max=3)
     queues.append(queue)
     ips = [f"10.0.1.{i}" for i in range(1, 6)]
-    assert queue.delete_remote_ips(9, ips) == 10
+    assert queue.delete_by_remote_ips(9, ips) == 10
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert queue.stats()["batches"] == 1
     assert len(executor.lines()) == 10
 
@@ -192,10 +198,10 @@ def test_linger_gathers_requests_into_one_batch(executor: RecordingExecutor,
     queue = make_queue(executor, linger=0.5)
     queues.append(queue)
     queue.start()
-    queue.delete(zone=1)
+    queue.delete_entries(zone=1)
     time.sleep(0.05)
-    queue.delete(zone=2)
-    assert queue.flush(WAIT)
+    queue.delete_entries(zone=2)
+    assert queue.wait(WAIT)
     assert queue.stats()["batches"] == 1
     assert len(executor.commands) == 1
 
@@ -206,9 +212,9 @@ def test_batches_run_in_enqueue_order(executor: RecordingExecutor,
     queues.append(queue)
     zones = [30, 10, 20, 5, 40]
     for zone in zones:
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert executor.lines() == [argv_of(zone=z) for z in zones]
 
 
@@ -216,11 +222,11 @@ def test_exact_entries_go_in_one_call() -> None:
     executor = NetlinkExecutor()
     queue = make_queue(executor)
     flows = [entry("10.0.0.1", "10.0.0.2", 1000 + i, zone=3) for i in range(50)]
-    queue.delete_entries(flows[:30])
-    queue.delete_entries(flows[20:])
+    queue.delete_flows(flows[:30])
+    queue.delete_flows(flows[20:])
     queue.start()
     try:
-        assert queue.flush(WAIT)
+        assert queue.wait(WAIT)
     finally:
         queue.stop(timeout=WAIT)
     assert len(executor.flow_calls) == 1
@@ -240,31 +246,31 @@ def test_invalid_filters_raise_at_enqueue(executor: RecordingExecutor,
                                           filters: dict[str, Any]) -> None:
     queue = make_queue(executor)
     with pytest.raises(exc.InvalidArgumentError):
-        queue.delete(**filters)
+        queue.delete_entries(**filters)
     assert queue.stats()["enqueued"] == 0
     assert queue.pending() == 0
 
 
 def test_remembered_validation_still_tells_types_apart(executor: RecordingExecutor) -> None:
     queue = make_queue(executor)
-    queue.delete(zone=1)
-    queue.delete(zone=1)
+    queue.delete_entries(zone=1)
+    queue.delete_entries(zone=1)
     for lookalike in (True, "1", 1.0):
         with pytest.raises(exc.InvalidArgumentError):
-            queue.delete(zone=lookalike)
+            queue.delete_entries(zone=lookalike)
     assert queue.stats()["enqueued"] == 2
 
 
 def test_invalid_entries_and_rules_raise_at_enqueue(executor: RecordingExecutor) -> None:
     queue = make_queue(executor)
     with pytest.raises(exc.InvalidArgumentError):
-        queue.delete_entries([entry("10.0.0.1", "10.0.0.2", 1), "10.0.0.3"])  # type: ignore[list-item]
+        queue.delete_flows([entry("10.0.0.1", "10.0.0.2", 1), "10.0.0.3"])  # type: ignore[list-item]
     with pytest.raises(exc.InvalidArgumentError):
-        queue.delete_remote_ips(5, ["10.0.0.300"])
+        queue.delete_by_remote_ips(5, ["10.0.0.300"])
     with pytest.raises(exc.InvalidArgumentError):
-        queue.delete_rule(5, "sideways", "IPv4", "tcp", 22, 22, None, ["10.0.0.1"])
+        queue.delete_by_rule(5, "sideways", "IPv4", "tcp", 22, 22, None, ["10.0.0.1"])
     with pytest.raises(exc.InvalidArgumentError):
-        queue.delete_remote_ips(70000, ["10.0.0.1"])
+        queue.delete_by_remote_ips(70000, ["10.0.0.1"])
     assert queue.pending() == 0
 
 
@@ -272,10 +278,10 @@ def test_delete_rule_expands_like_the_helper(executor: RecordingExecutor,
                                              queues: list[DeletionQueue]) -> None:
     queue = make_queue(executor)
     queues.append(queue)
-    assert queue.delete_rule(4, "ingress", "IPv4", "tcp", 22, 23, None,
+    assert queue.delete_by_rule(4, "ingress", "IPv4", "tcp", 22, 23, None,
                              ["10.0.0.5", "fd00::5"]) == 2
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert sorted(executor.lines()) == sorted([
         argv_of(family="ipv4", zone=4, proto="tcp", dst="10.0.0.5", dport=22),
         argv_of(family="ipv4", zone=4, proto="tcp", dst="10.0.0.5", dport=23)])
@@ -293,9 +299,9 @@ def test_bad_settings_are_refused(executor: RecordingExecutor, kwargs: dict[str,
 def test_full_queue_raises_when_not_blocking(executor: RecordingExecutor) -> None:
     queue = make_queue(executor, maxsize=3, block=False)
     for zone in (1, 2, 3):
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     with pytest.raises(QueueFullError) as caught:
-        queue.delete(zone=4)
+        queue.delete_entries(zone=4)
     assert caught.value.maxsize == 3
     assert caught.value.pending == 3
     assert queue.stats()["enqueued"] == 3
@@ -303,21 +309,21 @@ def test_full_queue_raises_when_not_blocking(executor: RecordingExecutor) -> Non
 
 def test_full_queue_blocks_then_times_out(executor: RecordingExecutor) -> None:
     queue = make_queue(executor, maxsize=2, block=False)
-    queue.delete(zone=1)
-    queue.delete(zone=2)
+    queue.delete_entries(zone=1)
+    queue.delete_entries(zone=2)
     started = time.monotonic()
     with pytest.raises(QueueFullError) as caught:
-        queue.delete(zone=3, block=True, timeout=0.2)
+        queue.delete_entries(zone=3, block=True, timeout=0.2)
     assert time.monotonic() - started >= 0.19
     assert caught.value.timeout == 0.2
 
 
 def test_per_call_block_false_overrides_a_blocking_queue(executor: RecordingExecutor) -> None:
     queue = make_queue(executor, maxsize=1)
-    queue.delete(zone=1)
+    queue.delete_entries(zone=1)
     started = time.monotonic()
     with pytest.raises(QueueFullError):
-        queue.delete(zone=2, block=False)
+        queue.delete_entries(zone=2, block=False)
     assert time.monotonic() - started < 1.0
 
 
@@ -325,12 +331,12 @@ def test_blocked_producer_resumes_when_the_worker_takes_a_batch(
         executor: RecordingExecutor, queues: list[DeletionQueue]) -> None:
     queue = make_queue(executor, maxsize=2)
     queues.append(queue)
-    queue.delete(zone=1)
-    queue.delete(zone=2)
+    queue.delete_entries(zone=1)
+    queue.delete_entries(zone=2)
     done = threading.Event()
 
     def produce() -> None:
-        queue.delete(zone=3)
+        queue.delete_entries(zone=3)
         done.set()
 
     producer = threading.Thread(target=produce)
@@ -339,7 +345,7 @@ def test_blocked_producer_resumes_when_the_worker_takes_a_batch(
     queue.start()
     assert done.wait(WAIT)
     producer.join(WAIT)
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert sorted(executor.lines()) == sorted(argv_of(zone=z) for z in (1, 2, 3))
 
 
@@ -362,26 +368,26 @@ def test_flush_times_out_while_work_is_held(executor: RecordingExecutor,
     queue = make_queue(executor)
     queues.append(queue)
     executor.gate.clear()
-    queue.delete(zone=1)
+    queue.delete_entries(zone=1)
     queue.start()
     assert executor.entered.wait(WAIT)
-    assert queue.flush(timeout=0.1) is False
+    assert queue.wait(timeout=0.1) is False
     assert queue.pending() == 1
     executor.gate.set()
-    assert queue.flush(WAIT) is True
+    assert queue.wait(WAIT) is True
     assert queue.pending() == 0
 
 
 def test_stop_with_drain_runs_everything(executor: RecordingExecutor) -> None:
     queue = make_queue(executor, batch_max=2)
     for zone in range(1, 6):
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     queue.start()
     assert queue.stop(drain=True, timeout=WAIT) == 0
     assert not queue.running
     assert sorted(executor.lines()) == sorted(argv_of(zone=z) for z in range(1, 6))
     with pytest.raises(QueueClosedError):
-        queue.delete(zone=9)
+        queue.delete_entries(zone=9)
     with pytest.raises(QueueClosedError):
         queue.start()
 
@@ -389,26 +395,26 @@ def test_stop_with_drain_runs_everything(executor: RecordingExecutor) -> None:
 def test_stop_with_drain_runs_work_of_a_queue_never_started(
         executor: RecordingExecutor) -> None:
     queue = make_queue(executor)
-    queue.delete(zone=8)
+    queue.delete_entries(zone=8)
     assert queue.stop(drain=True, timeout=WAIT) == 0
     assert executor.lines() == [argv_of(zone=8)]
-    assert queue.flush(timeout=0) is True
+    assert queue.wait(timeout=0) is True
     assert not queue.running
 
 
 def test_stop_without_drain_drops_pending(executor: RecordingExecutor) -> None:
     queue = make_queue(executor, batch_max=1)
     executor.gate.clear()
-    queue.delete(zone=1)
+    queue.delete_entries(zone=1)
     queue.start()
     assert executor.entered.wait(WAIT)
     for zone in range(2, 7):
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     assert queue.stop(drain=False, timeout=0.1) == 5
     assert queue.running  # the running batch is not interrupted
     assert queue.wait_for("10.9.9.9", timeout=0.1) is False  # zone 1 still runs
     executor.gate.set()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     queue.stop(timeout=WAIT)
     assert not queue.running
     assert executor.lines() == [argv_of(zone=1)]
@@ -417,12 +423,12 @@ def test_stop_without_drain_drops_pending(executor: RecordingExecutor) -> None:
 
 def test_stop_wakes_blocked_producers(executor: RecordingExecutor) -> None:
     queue = make_queue(executor, maxsize=1)
-    queue.delete(zone=1)
+    queue.delete_entries(zone=1)
     errors: list[BaseException] = []
 
     def produce() -> None:
         try:
-            queue.delete(zone=2)
+            queue.delete_entries(zone=2)
         except QueueClosedError as err:
             errors.append(err)
 
@@ -440,11 +446,11 @@ def test_wait_for_tracks_addresses_and_containment(executor: RecordingExecutor,
     queue = make_queue(executor, batch_max=1)
     queues.append(queue)
     executor.gate.clear()
-    queue.delete(src="10.0.0.1")             # running, held at the gate
-    queue.delete(dst="10.0.1.0/24")          # pending
-    queue.delete(reply_dst="10.0.3.3")       # pending
-    queue.delete(family="ipv6", zone=3)      # no address: every IPv6 address
-    queue.delete_entries([entry("192.0.2.1", "192.0.2.2", 5555)])
+    queue.delete_entries(src="10.0.0.1")             # running, held at the gate
+    queue.delete_entries(dst="10.0.1.0/24")          # pending
+    queue.delete_entries(reply_dst="10.0.3.3")       # pending
+    queue.delete_entries(family="ipv6", zone=3)      # no address: every IPv6 address
+    queue.delete_flows([entry("192.0.2.1", "192.0.2.2", 5555)])
     queue.start()
     assert executor.entered.wait(WAIT)
     for busy in ("10.0.0.1", "10.0.1.7", "10.0.0.0/8", "10.0.3.3", "fd00::1", "192.0.2.2"):
@@ -462,7 +468,7 @@ def test_wait_for_returns_when_its_deletion_is_done_despite_later_work(
         executor: RecordingExecutor, queues: list[DeletionQueue]) -> None:
     queue = make_queue(executor, batch_max=1)
     queues.append(queue)
-    queue.delete(src="10.0.0.1")
+    queue.delete_entries(src="10.0.0.1")
     queue.start()
     assert queue.wait_for("10.0.0.1", timeout=WAIT)
     assert executor.lines()[0] == argv_of(src="10.0.0.1")
@@ -483,11 +489,11 @@ def test_failures_are_isolated_logged_counted_delivered_and_survived(
     seen: list[tuple[BaseException, list[Any]]] = []
     queue = make_queue(executor, on_error=lambda err, reqs: seen.append((err, reqs)))
     queues.append(queue)
-    queue.delete_remote_ips(2, ["10.6.6.6"])
-    queue.delete(zone=4)
+    queue.delete_by_remote_ips(2, ["10.6.6.6"])
+    queue.delete_entries(zone=4)
     caplog.set_level(logging.ERROR, logger="conntrack_lib.worker")
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     # The batch failed as a whole, then each command ran alone.
     assert len(seen) == 2
     assert all(isinstance(err, exc.CommandError) and len(reqs) == 1 for err, reqs in seen)
@@ -501,8 +507,8 @@ def test_failures_are_isolated_logged_counted_delivered_and_survived(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(messages) == 2
     assert all("10.6.6.6" in m and "Operation failed" in m for m in messages)
-    queue.delete(zone=5)
-    assert queue.flush(WAIT)
+    queue.delete_entries(zone=5)
+    assert queue.wait(WAIT)
     assert executor.lines()[-1] == argv_of(zone=5)
 
 
@@ -519,9 +525,9 @@ def test_systemic_failures_are_reported_whole(queues: list[DeletionQueue]) -> No
     queue = make_queue(executor, on_error=lambda err, reqs: seen.append(reqs))
     queues.append(queue)
     for zone in (1, 2, 3, 1, 2):
-        queue.delete(zone=zone)
+        queue.delete_entries(zone=zone)
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert len(executor.commands) == 1
     # The merged requests are reported, each once.
     assert [sorted(r["zone"] for r in reqs) for reqs in seen] == [[1, 2, 3]]
@@ -539,10 +545,10 @@ def test_failed_exact_deletes_report_the_distinct_flows(queues: list[DeletionQue
     queue = make_queue(BrokenNetlink(), on_error=lambda err, reqs: seen.append(reqs))
     queues.append(queue)
     flows = [entry("10.0.0.1", "10.0.0.2", 4000 + i) for i in range(3)]
-    queue.delete_entries(flows)
-    queue.delete_entries(flows[:1])
+    queue.delete_flows(flows)
+    queue.delete_flows(flows[:1])
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert seen == [flows]
     stats = queue.stats()
     assert (stats["failed"], stats["coalesced"], stats["deleted"]) == (3, 1, 0)
@@ -557,10 +563,10 @@ def test_a_raising_callback_does_not_kill_the_worker(queues: list[DeletionQueue]
 
     queue = make_queue(executor, batch_max=1, on_error=explode)
     queues.append(queue)
-    queue.delete(zone=1)
-    queue.delete(zone=2)
+    queue.delete_entries(zone=1)
+    queue.delete_entries(zone=2)
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     assert queue.running
     assert queue.stats()["failed"] == 1
     assert executor.lines() == [argv_of(zone=1), argv_of(zone=2)]
@@ -574,14 +580,14 @@ def test_concurrent_producers_lose_nothing(executor: RecordingExecutor,
 
     def produce(worker: int) -> None:
         for i in range(250):
-            queue.delete(zone=1 + (worker * 250 + i) % 300)
+            queue.delete_entries(zone=1 + (worker * 250 + i) % 300)
 
     threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(WAIT * 4)
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     stats = queue.stats()
     assert stats["enqueued"] == 1000
     assert set(executor.lines()) == {argv_of(zone=z) for z in range(1, 301)}
@@ -604,10 +610,10 @@ def test_queue_empties_the_matching_flows_of_a_fake_table(queues: list[DeletionQ
     queue = DeletionQueue(helper, linger=0.0)
     queues.append(queue)
     for _ in range(100):
-        queue.delete_remote_ips(2, ["10.1.0.2"])
-        queue.delete(zone=3)
+        queue.delete_by_remote_ips(2, ["10.1.0.2"])
+        queue.delete_entries(zone=3)
     queue.start()
-    assert queue.flush(WAIT)
+    assert queue.wait(WAIT)
     after = fake.entries()
     doomed = [e for e in before
               if e.zone == 3 or (e.zone == 2 and str(e.original.src) == "10.1.0.2")]
@@ -652,10 +658,10 @@ def test_queue_leaves_the_table_one_by_one_deletes_leave(requests: list[dict[str
     queued_fake, queued_helper = _fake_helper()
     queue = DeletionQueue(queued_helper, batch_max=batch_max, linger=0.0)
     for request in requests:
-        queue.delete(**request)
+        queue.delete_entries(**request)
     queue.start()
     try:
-        assert queue.flush(WAIT)
+        assert queue.wait(WAIT)
     finally:
         queue.stop(timeout=WAIT)
     assert ({_flow_key(e) for e in queued_fake.entries()}
@@ -669,9 +675,9 @@ def test_flush_on_a_never_started_queue_starts_it(executor: RecordingExecutor,
                                                   queues: list[DeletionQueue]) -> None:
     queue = make_queue(executor)
     queues.append(queue)
-    queue.delete(zone=5)
+    queue.delete_entries(zone=5)
     assert not queue.running
-    assert queue.flush(timeout=WAIT)
+    assert queue.wait(timeout=WAIT)
     assert executor.lines() == [("-D", "-w", "5")]
 
 
@@ -679,7 +685,7 @@ def test_wait_for_on_a_never_started_queue_starts_it(executor: RecordingExecutor
                                                      queues: list[DeletionQueue]) -> None:
     queue = make_queue(executor)
     queues.append(queue)
-    queue.delete(zone=5, src="10.0.0.1")
+    queue.delete_entries(zone=5, src="10.0.0.1")
     assert queue.wait_for("10.0.0.1", timeout=WAIT)
     assert queue.pending() == 0
 

@@ -35,6 +35,7 @@ CHILD = textwrap.dedent('''
     from conntrack_lib import exceptions as exc
     from conntrack_lib.executor import Result
     from conntrack_lib.helper import ConntrackHelper
+    from conntrack_lib.planner import CostModel
     from conntrack_lib.worker import DeletionQueue, QueueFullError
 
 
@@ -61,15 +62,16 @@ CHILD = textwrap.dedent('''
 
     executor = SlowExecutor()
     errors = []
-    queue = DeletionQueue(ConntrackHelper(executor=executor), maxsize=200, batch_max=100,
-                          linger=0.01, on_error=lambda e, r: errors.append(len(r)))
+    cli_only = ConntrackHelper(executor=executor, cost_model=CostModel(dump_parse=1.0))
+    queue = DeletionQueue(cli_only, maxsize=200, batch_max=100, linger=0.01,
+                          on_error=lambda e, r: errors.append(len(r)))
     queue.start()
 
 
     def produce(worker):
         for i in range(300):
             # Agents repeat themselves: few zones and addresses, over and over.
-            queue.delete_remote_ips(1 + (worker + i) % 4, ["10.0.%d.1" % (i % 7)])
+            queue.delete_by_remote_ips(1 + (worker + i) % 4, ["10.0.%d.1" % (i % 7)])
 
 
     producers = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
@@ -77,21 +79,21 @@ CHILD = textwrap.dedent('''
         p.start()
     for p in producers:
         p.join()
-    flushed = queue.flush(timeout=30)
+    flushed = queue.wait(timeout=30)
 
     full = None
-    held = DeletionQueue(ConntrackHelper(executor=executor), maxsize=1, block=False)
-    held.delete(zone=1)
+    held = DeletionQueue(cli_only, maxsize=1, block=False)
+    held.delete_entries(zone=1)
     started = time.monotonic()
     try:
-        held.delete(zone=2, block=True, timeout=0.2)
+        held.delete_entries(zone=2, block=True, timeout=0.2)
     except QueueFullError:
         full = time.monotonic() - started
     held.stop(drain=False)
 
-    queue.delete(zone=99)
-    queue.delete(zone=100)
-    flushed_after_error = queue.flush(timeout=30)
+    queue.delete_entries(zone=99)
+    queue.delete_entries(zone=100)
+    flushed_after_error = queue.wait(timeout=30)
     waited = queue.wait_for("10.0.3.1", timeout=30)
     dropped = queue.stop(drain=True, timeout=30)
     print(json.dumps({
