@@ -28,7 +28,7 @@ from conntrack_lib.planner import Request
 #: per port.
 MAX_EXPANDED_PORTS = 64
 _ETHERTYPES = {"ipv4": constants.IPV4, "ipv6": constants.IPV6}
-_ANY = (None, 0, "0", "any", "ANY", "Any")
+_ANY = (None, 0, "0")
 _VERSION = {constants.IPV4: 4, constants.IPV6: 6}
 
 
@@ -153,7 +153,8 @@ class SecurityGroupRule:
 def _protocol(value: Any, family: str) -> str | int | None:
     if isinstance(value, bool):
         raise InvalidArgumentError("protocol", value, "not a protocol")
-    if value in _ANY or (isinstance(value, str) and value.lower() == "any"):
+    if value in _ANY or (isinstance(value, str)
+                         and value.lower() in constants.ANY_PROTOCOL_WORDS):
         return None
     proto = val.protocol("protocol", value)
     if proto == "icmp" and family == constants.IPV6:

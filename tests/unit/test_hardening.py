@@ -63,7 +63,7 @@ class _FailingHelper(ConntrackHelper):
 def test_wait_for_raises_after_failed_deletion() -> None:
     ct = FakeConntrack()
     queue = worker.DeletionQueue(_FailingHelper(executor=ct), linger=0)
-    queue.delete(src="10.0.0.1")
+    queue.delete_entries(src="10.0.0.1")
     with pytest.raises(worker.DeletionFailedError) as info:
         queue.wait_for("10.0.0.1", timeout=10)
     assert "boom" in str(info.value)
@@ -73,14 +73,14 @@ def test_wait_for_raises_after_failed_deletion() -> None:
 def test_wait_for_other_address_unaffected_by_failure() -> None:
     ct = FakeConntrack()
     queue = worker.DeletionQueue(_FailingHelper(executor=ct), linger=0)
-    queue.delete(src="10.0.0.1")
+    queue.delete_entries(src="10.0.0.1")
     assert queue.wait_for("10.9.9.9", timeout=10) is True
     queue.stop()
 
 
 def test_wait_for_true_after_successful_deletion() -> None:
     queue = worker.DeletionQueue(ConntrackHelper(executor=FakeConntrack()), linger=0)
-    queue.delete(src="10.0.0.1")
+    queue.delete_entries(src="10.0.0.1")
     assert queue.wait_for("10.0.0.1", timeout=10) is True
     queue.stop()
 
