@@ -37,12 +37,10 @@ _FORK_HOOK: list[bool] = []
 _LOOKUP_CHUNK = 500
 
 # Takes the hinted zone for a key that has none, in one statement: the
-# common case of an allocation costs a single write.
-_CLAIM = """
-INSERT INTO zone (zone, state, owner) SELECT ?1, 'owned', ?2
-WHERE NOT EXISTS (SELECT 1 FROM zone WHERE zone = ?1)
-  AND NOT EXISTS (SELECT 1 FROM zone WHERE owner = ?2)
-"""
+# common case of an allocation costs a single write.  The primary key and the
+# unique owner index refuse a taken zone or a key that owns one; IGNORE turns
+# that refusal into "no row", cheaper than looking both up first.
+_CLAIM = "INSERT OR IGNORE INTO zone (zone, state, owner) VALUES (?, 'owned', ?)"
 _ZONE_OF = "SELECT zone FROM zone WHERE owner = ?"
 _STATE_OF = "SELECT state, owner FROM zone WHERE zone = ?"
 _ROWS_FROM = "SELECT zone FROM zone WHERE zone >= ? ORDER BY zone"
@@ -312,6 +310,9 @@ class SQLiteSpace:
 
     def allocate(self, key: str) -> int:
         """Return the zone of ``key``, giving it the next free zone if needed."""
+        claimed = self._claim_hint(key)
+        if claimed is not None:
+            return claimed
 
         def work(conn: sqlite3.Connection) -> int:
             zone = self._hint
@@ -324,6 +325,29 @@ class SQLiteSpace:
             return self._assign(conn, [key])[key]
 
         return self._transact(work)
+
+    def _claim_hint(self, key: str) -> int | None:
+        """Give ``key`` the hinted zone in one autocommit statement, or return None.
+
+        The common allocation (a new key, the next zone free) needs no
+        explicit transaction: the claim is a single statement, atomic on its
+        own, and skipping BEGIN and COMMIT saves a third of the call.
+        Anything else (the key owns a zone, the hint is taken) goes through
+        a full transaction.
+        """
+        with self._lock:
+            conn = self._connection()
+            zone = self._hint
+            if zone > self._high:
+                return None
+            try:
+                cursor = self._retrying(lambda: conn.execute(_CLAIM, (zone, key)))
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            if cursor.rowcount != 1:
+                return None
+            self._hint = zone + 1
+            return zone
 
     def allocate_many(self, keys: Sequence[str]) -> dict[str, int]:
         """Return the zone of every key; all get one or none does."""
