@@ -137,11 +137,7 @@ class SQLiteZoneStore:
             self._check_files(dir_fd)
         finally:
             os.close(dir_fd)
-        peek = self._connect("peek")
-        try:
-            schema.check_identity(peek, self._path)
-        finally:
-            peek.close()
+        self._check_identity()
         conn = self._connect("ro")
         try:
             zone_range = schema.validate(conn, self._path)
@@ -165,15 +161,19 @@ class SQLiteZoneStore:
         except sqlite3.Error as exc:
             raise store_error(self._path, exc, self._timeout) from exc
 
-    def _validated_range(self) -> tuple[int, int]:
-        # First the main file alone: a file that is not ours gets no -wal or
-        # -shm beside it.  Then read-only: a refused store is never written,
-        # not even by the checkpoint a read-write connection runs on close.
+    def _check_identity(self) -> None:
+        """Refuse a main file that is not a zone store, looking at it alone."""
         peek = self._connect("peek")
         try:
             schema.check_identity(peek, self._path)
         finally:
             peek.close()
+
+    def _validated_range(self) -> tuple[int, int]:
+        # First the main file alone: a file that is not ours gets no -wal or
+        # -shm beside it.  Then read-only: a refused store is never written,
+        # not even by the checkpoint a read-write connection runs on close.
+        self._check_identity()
         conn = self._connect("ro")
         try:
             return schema.validate(conn, self._path)
