@@ -653,6 +653,17 @@ class StatsCommand(Command):
         self._freeze(_validate(fields, self._profile, self.kind))
 
 
+class VersionCommand(Command):
+    """``conntrack --version``: the release of the binary."""
+
+    kind = "version"
+    _profile = _make_profile("--version", ())
+    __slots__ = ()
+
+    def __init__(self, /, **fields: Any) -> None:
+        self._freeze(_validate(fields, self._profile, self.kind))
+
+
 class EventsCommand(Command):
     """``conntrack -E`` for a bounded ``duration`` (seconds) the executor enforces."""
 
@@ -823,6 +834,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Command]] = {
     "flush": lambda d: FlushCommand(**d),
     "count": lambda d: CountCommand(**d),
     "stats": lambda d: StatsCommand(**d),
+    "version": lambda d: VersionCommand(**d),
     "events": _events_from,
     "batch": _batch_from,
 }
@@ -862,5 +874,6 @@ __all__ = [
     "ListCommand",
     "StatsCommand",
     "UpdateCommand",
+    "VersionCommand",
     "from_primitive",
 ]

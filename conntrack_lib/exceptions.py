@@ -85,6 +85,18 @@ class ZoneStoreError(ZoneError):
         return f"zone store {self.path}: {self.reason}"
 
 
+class UnsupportedReleaseError(ConntrackError):
+    """The conntrack binary is a release the library cannot drive (or names none)."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(version, reason)
+        self.version = version
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"conntrack release {self.version!r}: {self.reason}"
+
+
 class CommandError(ConntrackError):
     """A conntrack command failed; carries everything needed to diagnose it."""
 
@@ -198,6 +210,7 @@ __all__ = [
     "OutputUnavailableError",
     "ParseError",
     "PermissionDeniedError",
+    "UnsupportedReleaseError",
     "ZoneError",
     "ZoneExhaustedError",
     "ZoneStoreError",

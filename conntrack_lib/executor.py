@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from conntrack_lib import constants, netns, opts
+from conntrack_lib import capabilities, commands, constants, netns, opts
 from conntrack_lib import exceptions as exc
 from conntrack_lib.parser.summary import summary_count
 
@@ -96,6 +96,9 @@ class Executor(Protocol):
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
         """Run a list command and yield its stdout lines."""
+
+    def release(self) -> capabilities.Release:
+        """Return the release of the conntrack binary this executor runs."""
 
 
 def interpret(
@@ -243,6 +246,24 @@ class _Configured:
     def __init__(self, conf: cfg.ConfigOpts | None = None) -> None:
         self.conf = cfg.CONF if conf is None else conf
         opts.register_opts(self.conf)
+        self._binary_release: capabilities.Release | None = None
+        self._release_lock = threading.Lock()
+
+    def release(self) -> capabilities.Release:
+        """Return the release of the conntrack binary, asked once (``--version``).
+
+        :returns: the release as ``(major, minor, patch)``.
+        :raises UnsupportedReleaseError: the binary names no release, or one
+            older than 1.4.5.
+        :raises CommandError: when ``conntrack --version`` fails.
+        """
+        with self._release_lock:
+            if self._binary_release is None:
+                result = self.execute(commands.VersionCommand())
+                release = capabilities.parse_version(result.stdout + result.stderr)
+                capabilities.for_release(release)  # refuses a release too old
+                self._binary_release = release
+            return self._binary_release
 
     @property
     def group(self) -> Any:

@@ -9,6 +9,8 @@ small planner, because every ``conntrack -D`` dumps the whole table.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 import warnings
@@ -17,7 +19,7 @@ from typing import Any
 
 from oslo_log import log as logging
 
-from conntrack_lib import commands, constants, matching, parser, planner
+from conntrack_lib import capabilities, commands, constants, matching, parser, planner
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import CpuStats, Entry, Event
 from conntrack_lib.planner import DeletePlan, DeleteReport
@@ -106,6 +108,34 @@ class ConntrackHelper:
 
     def __repr__(self) -> str:
         return f"ConntrackHelper(namespace={self.namespace!r}, executor={self.executor!r})"
+
+    # -- the release ---------------------------------------------------------
+
+    @property
+    def conntrack_version(self) -> capabilities.Release:
+        """Return the release of the conntrack binary, e.g. ``(1, 4, 7)``.
+
+        Asked once per executor (``conntrack --version``; through the
+        daemon for the privsep executor).
+
+        :raises UnsupportedReleaseError: a release older than 1.4.5, or
+            output that names none.
+        """
+        ask = getattr(self.executor, "release", None)
+        if ask is None:
+            # An executor of the caller's that runs no binary (a recorder,
+            # an older fake): it behaves as the newest release.
+            return capabilities.LATEST.release
+        release: capabilities.Release = ask()
+        return release
+
+    @property
+    def capabilities(self) -> capabilities.Capabilities:
+        """Return what the running release can do (see :mod:`~conntrack_lib.capabilities`).
+
+        :raises UnsupportedReleaseError: a release older than 1.4.5.
+        """
+        return capabilities.for_release(self.conntrack_version)
 
     # -- zones -----------------------------------------------------------
 
@@ -266,7 +296,7 @@ class ConntrackHelper:
         given = dict(filters)
         output = _text_output(given.pop("output", None))
         request = planner.Request.build(given, kind="list")
-        if request.cli_ok:
+        if request.cli_ok_for(self.capabilities.negated_status):
             return commands.ListCommand(**request.filters, output=output), None
         cli, engine = request.split()
         output = tuple(dict.fromkeys(output + matching.needs(engine)))
@@ -315,12 +345,20 @@ class ConntrackHelper:
             duration = MAX_EVENTS_DURATION if count is not None else \
                 commands.EventsCommand.DEFAULT_DURATION
         command = commands.EventsCommand(event_mask=event_mask, duration=duration, **filters)
+        family = command.get("family")
+        if family is not None and not self.capabilities.events_family:
+            # Before 1.4.7, -E refuses -f: watch every family, keep one here.
+            command = commands.EventsCommand(
+                event_mask=event_mask, duration=duration,
+                **{k: v for k, v in filters.items() if k != "family"})
+        else:
+            family = None
         stream = getattr(self.executor, "iter_events", None)
         if stream is not None:
             lines: Iterable[str] = stream(command, namespace=self.namespace)
         else:  # an executor without streaming (a fake): the whole capture at once
             lines = self.executor.execute(command, namespace=self.namespace).stdout.splitlines()
-        return _counted_events(lines, count)
+        return _counted_events(lines, count, family)
 
     def stats(self) -> list[CpuStats]:
         """Return the per-CPU statistics.
@@ -362,8 +400,28 @@ class ConntrackHelper:
         :raises CommandError: when conntrack fails otherwise.
         """
         built = [commands.CreateCommand(**dict(flow)) for flow in flows]
-        for chunk in _chunks(built, self.batch_size):
-            self.executor.execute(commands.BatchCommand(chunk), namespace=self.namespace)
+        if not built:
+            return 0
+        if self.capabilities.load_file:
+            for chunk in _chunks(built, self.batch_size):
+                self.executor.execute(commands.BatchCommand(chunk), namespace=self.namespace)
+            return len(built)
+        return self._create_without_load_file(built)
+
+    def _create_without_load_file(self, built: Sequence[commands.CreateCommand]) -> int:
+        """Create flows on a release without ``-R``: one netlink batch, else one process each."""
+        create_flows = getattr(self.executor, "create_flows", None)
+        if create_flows is not None:
+            outcomes = create_flows(built, namespace=self.namespace)
+            for command, errno_ in zip(built, outcomes, strict=True):
+                if errno_:
+                    raise _netlink_create_error(errno_, command)
+            return len(built)
+        LOG.warning("conntrack %s has no -R and the executor no netlink create: "
+                    "creating %d flows one process each", self.capabilities.version,
+                    len(built))
+        for command in built:
+            self.executor.execute(command, namespace=self.namespace)
         return len(built)
 
     def update_entries(self, match: Mapping[str, Any], **changes: Any) -> int:
@@ -398,7 +456,9 @@ class ConntrackHelper:
                 "1.4.7 cannot update; delete and re-create them instead")
         if not matched:
             return 0
-        if len(matched) <= UPDATE_BULK_LIMIT and planner.Request.build(listed, "list").cli_ok:
+        request = planner.Request.build(listed, "list")
+        if len(matched) <= UPDATE_BULK_LIMIT and request.cli_ok_for(
+                self.capabilities.negated_status):
             return self._run_count(command)
         return sum(self._run_count(commands.UpdateCommand(match=_exact_match(e), **changes))
                    for e in matched)
@@ -490,9 +550,14 @@ class ConntrackHelper:
         """
         built = [r if isinstance(r, planner.Request) else planner.Request.build(r)
                  for r in requests]
+        caps = self.capabilities
+        # Without -R every -D line is a process of its own: the cost model
+        # must see a batch of one.
         return planner.plan_deletes(built, table_size=self._table_size,
                                     netlink=self._netlink_usable(),
-                                    batch_size=self.batch_size, model=self.cost_model)
+                                    batch_size=self.batch_size if caps.load_file else 1,
+                                    model=self.cost_model,
+                                    negated_status=caps.negated_status)
 
     def execute_plan(self, plan: planner.DeletePlan) -> planner.DeleteReport:
         """Run a :class:`~conntrack_lib.planner.DeletePlan`.
@@ -601,8 +666,10 @@ class ConntrackHelper:
         return int(result.count or 0)
 
     def _delete_batched(self, lines: Sequence[Any]) -> int:
+        # Before 1.4.7 there is no -R: each line is a conntrack -D of its own.
+        size = self.batch_size if self.capabilities.load_file else 1
         return sum(self._run_deletes(chunk[0] if len(chunk) == 1 else commands.BatchCommand(chunk))
-                   for chunk in _chunks(list(lines), self.batch_size))
+                   for chunk in _chunks(list(lines), size))
 
     def _run_deletes(self, command: Any) -> int:
         """Run a ``-D`` (or a ``-R`` batch of them); return how many flows went.
@@ -694,11 +761,14 @@ class ConntrackHelper:
         return self.delete_flows([e for e in parser.iter_entries(lines) if predicate(e)])
 
 
-def _counted_events(lines: Iterable[str], count: int | None) -> Iterator[Event]:
-    """Parse event lines, stop after ``count`` events, and stop the capture then."""
+def _counted_events(lines: Iterable[str], count: int | None,
+                    family: str | None = None) -> Iterator[Event]:
+    """Parse event lines (of ``family`` only, if given), stop after ``count`` events."""
     seen = 0
     try:
         for event in parser.parse_events(lines):
+            if family is not None and event.entry.family != family:
+                continue
             yield event
             seen += 1
             if count is not None and seen >= count:
@@ -707,6 +777,13 @@ def _counted_events(lines: Iterable[str], count: int | None) -> Iterator[Event]:
         close = getattr(lines, "close", None)
         if close is not None:
             close()
+
+
+def _netlink_create_error(errno_: int, command: commands.CreateCommand) -> exc.CommandError:
+    """Return the typed error of a netlink create that failed with ``errno_``."""
+    argv = ("netlink", "create", *command.argv())
+    error = exc.EntryExistsError if errno_ == errno.EEXIST else exc.CommandError
+    return error(argv, errno_, "", f"{os.strerror(errno_)}: {command}")
 
 
 def _text_output(output: Any) -> tuple[str, ...]:

@@ -97,6 +97,17 @@ class Request:
         return not (any(w.startswith("!") or w == "UNREPLIED" for w in status)
                     and any(not w.startswith("!") and w != "UNREPLIED" for w in status))
 
+    def cli_ok_for(self, negated_status: bool) -> bool:
+        """Tell whether conntrack's own filter decides this request right on a release.
+
+        :param negated_status: whether the release takes ``!FLAG`` words
+            after ``-u`` (from 1.4.7).
+        """
+        if not self.cli_ok:
+            return False
+        return negated_status or not any(
+            w.startswith("!") for w in matching._words(self.filters.get("status", ())))
+
     @property
     def dump_ok(self) -> bool:
         """Tell whether one plain dump holds everything this request tests."""
@@ -312,6 +323,7 @@ def plan_deletes(
     netlink: bool = False,
     batch_size: int = 1000,
     model: CostModel = DEFAULT_COST_MODEL,
+    negated_status: bool = True,
 ) -> DeletePlan:
     """Merge ``requests`` and choose the cheapest way to run them.
 
@@ -321,6 +333,8 @@ def plan_deletes(
     :param netlink: whether exact deletes can go over netlink.
     :param batch_size: ``-D`` lines per ``-R`` process.
     :param model: the cost model.
+    :param negated_status: whether the release's ``-u`` takes ``!FLAG``
+        words; without, such requests are matched on a dump.
     :returns: the plan.
     """
     received = list(requests)
@@ -328,10 +342,11 @@ def plan_deletes(
     kept = _drop_subsumed(_join_families(unique))
     zone_wide = tuple(sorted(r.filters["zone"] for r in kept if r.zone_wide))
     rest = [r for r in kept if not r.zone_wide]
-    both = [r for r in rest if r.cli_ok and r.dump_ok]
-    cli_only = tuple(r for r in rest if r.cli_ok and not r.dump_ok)
-    dump_only = [r for r in rest if r.dump_ok and not r.cli_ok]
-    filtered = tuple(r for r in rest if not r.cli_ok and not r.dump_ok)
+    cli = {r: r.cli_ok_for(negated_status) for r in rest}
+    both = [r for r in rest if cli[r] and r.dump_ok]
+    cli_only = tuple(r for r in rest if cli[r] and not r.dump_ok)
+    dump_only = [r for r in rest if r.dump_ok and not cli[r]]
+    filtered = tuple(r for r in rest if not cli[r] and not r.dump_ok)
     size = DEFAULT_TABLE_SIZE if table_size is None else table_size
     cli_cost = model.cli_cost(len(both) + len(zone_wide), size, batch_size)
     prefiltered = matching.line_prefilter([r.filters for r in both + dump_only],

@@ -44,7 +44,7 @@ from conntrack_lib import commands, netns, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import bounding, errors
 
-QUERY_KINDS = frozenset({"list", "get", "count", "stats"})
+QUERY_KINDS = frozenset({"list", "get", "count", "stats", "version"})
 CHANGE_KINDS = frozenset({"create", "update", "delete", "flush"})
 BATCH_KINDS = frozenset({"batch"})
 EVENT_KINDS = frozenset({"events"})
@@ -77,6 +77,7 @@ _COMMAND_WORDS: Mapping[str, frozenset[str]] = {
     "stats": frozenset({"-S", "--stats"}),
     "events": frozenset({"-E", "--event"}),
     "batch": frozenset({"-R", "--load-file"}),
+    "version": frozenset({"--version"}),
 }
 # -U is deliberately absent: 1.4.7 takes some -U values from the file's last line.
 _BATCH_WORDS = frozenset({"-I", "--create", "-A", "--add", "-D", "--delete", "-F", "--flush"})

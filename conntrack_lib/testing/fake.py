@@ -24,7 +24,7 @@ from typing import Any
 
 import netaddr
 
-from conntrack_lib import constants, executor, matching
+from conntrack_lib import capabilities, constants, executor, matching
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns as netns_names
 from conntrack_lib.models import Counters, Entry, FlowTuple
@@ -924,6 +924,13 @@ class FakeConntrack:
         return sorted(n for n in self._kernel.tables if n is not None)
 
     # -- the Executor protocol ------------------------------------------------
+
+    def release(self) -> capabilities.Release:
+        """Return the release the fake behaves as: the newest measured one.
+
+        :returns: the release as ``(major, minor, patch)``.
+        """
+        return capabilities.LATEST.release
 
     def execute(self, command: Any, *, namespace: str | None = None,
                 timeout: float | None = None) -> executor.Result:

@@ -6,11 +6,14 @@ the test fails.  Nothing here touches the host's own conntrack table.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from conntrack_lib import capabilities, commands, executor
 
 CONNTRACK = "/usr/sbin/conntrack"
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
@@ -63,3 +66,61 @@ def table(ns: str) -> list[str]:
     """Return the lines of a plain ``conntrack -L`` in ``ns``."""
     out = run(ns, ["-L"], check=True).stdout
     return [line for line in out.splitlines() if line.strip()]
+
+
+@functools.lru_cache(maxsize=1)
+def release() -> capabilities.Release:
+    """Return the release of the conntrack binary under test."""
+    out = subprocess.run([CONNTRACK, "--version"], capture_output=True, text=True, check=True)
+    return capabilities.parse_version(out.stdout + out.stderr)
+
+
+def has_load_file() -> bool:
+    """Tell whether the conntrack under test has ``-R`` (1.4.7 and newer)."""
+    return capabilities.for_release(release()).load_file
+
+
+def seed(ns: str, creates: Sequence[commands.CreateCommand], *, chunk: int = 50_000) -> None:
+    """Create ``creates`` in ``ns`` as fast as the release allows, whatever it is.
+
+    ``-R`` where it exists; else the library's netlink create; else (an
+    executor without it) one conntrack process per flow.
+    """
+    if has_load_file():
+        for start in range(0, len(creates), chunk):
+            batch = commands.BatchCommand(creates[start:start + chunk])
+            done = run(ns, batch.argv(), stdin=batch.stdin())
+            assert done.returncode == 0, done.stderr
+        return
+    runner = executor.ProcessExecutor()
+    create_flows = getattr(runner, "create_flows", None)
+    if create_flows is not None:
+        outcomes = create_flows(list(creates), namespace=ns)
+        assert not any(outcomes), f"netlink create failed: {sorted(set(outcomes))}"
+        return
+    for command in creates:
+        done = run(ns, command.argv())
+        assert done.returncode == 0, done.stderr
+
+
+def load(ns: str, text: str, *, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run load-file ``text`` in ``ns``: ``-R -`` where it exists, else line by line.
+
+    Like ``-R``, the line-by-line run stops at the first line that fails.
+    """
+    if has_load_file():
+        return run(ns, ["-R", "-"], stdin=text, check=check)
+    outs: list[str] = []
+    errs: list[str] = []
+    code = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        done = run(ns, line.split(), check=check)
+        outs.append(done.stdout)
+        errs.append(done.stderr)
+        # "0 flow entries have been deleted." is no failure of the load.
+        code = 0 if "0 flow entries have been" in done.stderr else done.returncode
+        if code != 0:
+            break
+    return subprocess.CompletedProcess(["load"], code, "".join(outs), "".join(errs))

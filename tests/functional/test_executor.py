@@ -195,8 +195,15 @@ def test_operations(setup: Setup, ns: str) -> None:
     assert run.execute(mark, namespace=ns).count == 0, "unchanged: exit 1 means zero"
     assert run.execute(commands.ListCommand(mark=7), namespace=ns).count == 1
 
-    batch = commands.BatchCommand([udp(f"10.2.0.{i}", zone=5) for i in range(1, 51)])
-    assert run.execute(batch, namespace=ns).count is None
+    creates = [udp(f"10.2.0.{i}", zone=5) for i in range(1, 51)]
+    if netns.has_load_file():
+        assert run.execute(commands.BatchCommand(creates), namespace=ns).count is None
+    else:
+        # The release has no -R: a typed error, nothing created.
+        with pytest.raises(exc.CommandError):
+            run.execute(commands.BatchCommand(creates), namespace=ns)
+        assert run.execute(commands.CountCommand(), namespace=ns).count == 2
+        netns.seed(ns, creates)
     assert run.execute(commands.CountCommand(), namespace=ns).count == 52
     assert run.execute(commands.DeleteCommand(zone=5), namespace=ns).count == 50
     assert run.execute(commands.DeleteCommand(zone=5), namespace=ns).count == 0
@@ -250,14 +257,11 @@ def test_killed_daemon_is_restarted(daemon_setup: Setup, ns: str) -> None:
 FLOWS = 200_000
 
 
-def _fill(ns: str, total: int, per_process: int = 50_000) -> None:
-    for start in range(0, total, per_process):
-        text = "".join(
-            f"-I -p udp -s 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} -d 10.250.0.1 "
-            "--sport 1000 --dport 53 -t 3600\n"
-            for i in range(start, min(start + per_process, total)))
-        done = netns.run(ns, ["-R", "-"], stdin=text)
-        assert done.returncode == 0, done.stderr
+def _fill(ns: str, total: int) -> None:
+    netns.seed(ns, [
+        commands.CreateCommand(proto="udp", src=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                               dst="10.250.0.1", sport=1000, dport=53, timeout=3600)
+        for i in range(total)])
 
 
 def test_full_table_through_the_forked_daemon(ns: str) -> None:

@@ -223,9 +223,12 @@ def _outcome(run: Callable[[], executor.Result], command: commands.Command) -> O
 
 
 def _real(ns: str, command: commands.Command) -> executor.Result:
-    stdin = command.stdin() if isinstance(command, commands.BatchCommand) else None
     argv = command.argv()
-    proc = netns.run(ns, argv, stdin=stdin)
+    if isinstance(command, commands.BatchCommand):
+        # Before 1.4.7 (no -R) the same lines run one process each.
+        proc = netns.load(ns, command.stdin())
+    else:
+        proc = netns.run(ns, argv)
     return executor.interpret(("conntrack", *argv), proc.returncode, proc.stdout,
                               proc.stderr, command)
 

@@ -68,8 +68,8 @@ def insert_line(f: dict[str, Any]) -> str:
 
 def fill(ns: str, flows: Iterable[dict[str, Any]]) -> None:
     """Create ``flows`` in ``ns`` with one ``conntrack -R -``."""
-    netns.run(ns, ["-R", "-"], stdin="".join(insert_line(f) + "\n" for f in flows),
-              check=True)
+    done = netns.load(ns, "".join(insert_line(f) + "\n" for f in flows))
+    assert done.returncode == 0, done.stderr
 
 
 def count(ns: str) -> int:
@@ -228,7 +228,7 @@ def test_same_result_as_the_cli(ns: str, ns2: str, seed: int) -> None:
     results = priv._delete_flows_impl(ns, chosen)
     assert results.count(0) == 150
     delete_lines = "".join(" ".join(["-D", *tuple_args(f)]) + "\n" for f in chosen)
-    netns.run(ns2, ["-R", "-"], stdin=delete_lines)
+    netns.load(ns2, delete_lines)
     remaining = table_without_timeouts(ns)
     assert len(remaining) == 250
     assert remaining == table_without_timeouts(ns2)

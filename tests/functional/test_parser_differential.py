@@ -141,7 +141,7 @@ def test_text_and_xml_dumps_agree(ns: str) -> None:
     assert empty == ""
     assert parser.parse_xml(empty, strict=True) == []
 
-    load = netns.run(ns, ["-R", "-"], stdin="\n".join(map(_load_line, range(FLOWS))) + "\n")
+    load = netns.load(ns, "\n".join(map(_load_line, range(FLOWS))) + "\n")
     assert load.returncode == 0, load.stderr
     assert parser.parse_count(netns.run(ns, ["-C"], check=True).stdout) == FLOWS
 

@@ -15,6 +15,7 @@ SAMPLES: list[exc.ConntrackError] = [
     exc.InvalidZoneError(0, "zone outside 1..65535"),
     exc.ZoneExhaustedError(4097, 4100, "port-1"),
     exc.ZoneStoreError("/var/lib/zones.json", "truncated JSON"),
+    exc.UnsupportedReleaseError("1.4.4", "conntrack-tools 1.4.5 or newer is required"),
     exc.CommandError(("/usr/sbin/conntrack", "-L"), 1, "out", "err"),
     exc.EntryExistsError(("conntrack", "-I"), 1, "", "Such conntrack exists"),
     exc.EntryNotFoundError(("conntrack", "-G"), 1, "", "such conntrack doesn't exist"),

@@ -444,6 +444,7 @@ SAMPLES: dict[str, tuple[Any, ...]] = {
     "InvalidZoneError": (0, "zone out of range"),
     "ZoneExhaustedError": (4097, 65535, "router-1"),
     "ZoneStoreError": ("/var/lib/x.json", "corrupt"),
+    "UnsupportedReleaseError": ("1.4.4", "conntrack-tools 1.4.5 or newer is required"),
     "ParseError": ("tcp 6 garbage", 12, "unreadable line"),
 }
 COMMAND_ARGS = (CMD, 1, "out\n", f"{P}Operation failed: invalid parameters\n")
