@@ -31,6 +31,10 @@ need_debs=()
 command -v conntrack >/dev/null 2>&1 || [ -x /usr/sbin/conntrack ] || need_debs+=(conntrack)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_debs+=(iproute2)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_debs+=(python3-venv)
+# The functional tests check etc/sudoers.d against the real sudo.
+if [ "$mode" = test ]; then
+    [ -x /usr/bin/sudo ] || need_debs+=(sudo)
+fi
 if [ "${#need_debs[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bootstrap: missing Debian packages ${need_debs[*]}; run as root or install them" >&2
