@@ -242,14 +242,15 @@ def _packed_address(prim: Mapping[str, Any], key: str, af: int) -> bytes:
     if type(text) is not str or not 0 < len(text) <= _MAX_ADDRESS_TEXT:
         raise exceptions.InvalidArgumentError(key, text, "expected an IP address string")
     try:
-        return _pack_address(af, text)
+        return pack_address(af, text)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         family = constants.FAMILY_BY_NUMBER[af]
         raise exceptions.InvalidArgumentError(key, text, f"not an {family} address") from None
 
 
 @functools.lru_cache(maxsize=65536)
-def _pack_address(af: int, text: str) -> bytes:
+def pack_address(af: int, text: str) -> bytes:
+    """Return the packed bytes of address ``text`` of socket family ``af``, parsed twice."""
     # Flows of one table share most addresses; netaddr costs microseconds
     # per parse, so the cache keeps validation of large batches cheap.
     packed: bytes = netaddr.IPAddress(text, 4 if af == AF_INET else 6).packed
@@ -263,14 +264,15 @@ def _pack_address(af: int, text: str) -> bytes:
 # Encoding
 # --------------------------------------------------------------------------
 
-def _nla(attr_type: int, payload: bytes) -> bytes:
+def nla(attr_type: int, payload: bytes) -> bytes:
     """Return one netlink attribute, padded to 4 bytes."""
     length = 4 + len(payload)
     return struct.pack("=HH", length, attr_type) + payload + b"\0" * (-length % 4)
 
 
-def _nest(attr_type: int, *children: bytes) -> bytes:
-    return _nla(attr_type | NLA_F_NESTED, b"".join(children))
+def nest(attr_type: int, *children: bytes) -> bytes:
+    """Return one nested attribute holding ``children`` (already encoded)."""
+    return nla(attr_type | NLA_F_NESTED, b"".join(children))
 
 
 _BE16: Final = struct.Struct("!H")
@@ -339,24 +341,25 @@ def _encode_ported(flow: Flow) -> bytes:
 
 def _encode_generic(flow: Flow) -> bytes:
     src_attr, dst_attr = _IP_ATTRS[flow.family]
-    proto = [_nla(CTA_PROTO_NUM, _U8.pack(flow.protonum))]
+    proto = [nla(CTA_PROTO_NUM, _U8.pack(flow.protonum))]
     if flow.icmp_type is not None:
         type_attr, code_attr, id_attr = _ICMP_ATTRS[flow.family]
-        proto += [_nla(type_attr, _U8.pack(flow.icmp_type)),
-                  _nla(code_attr, _U8.pack(flow.icmp_code or 0)),
-                  _nla(id_attr, _BE16.pack(flow.icmp_id or 0))]
+        proto += [nla(type_attr, _U8.pack(flow.icmp_type)),
+                  nla(code_attr, _U8.pack(flow.icmp_code or 0)),
+                  nla(id_attr, _BE16.pack(flow.icmp_id or 0))]
     return b"".join((
         _NFGEN.pack(flow.family, NFNETLINK_V0, 0),
-        _nest(CTA_TUPLE_ORIG,
-              _nest(CTA_TUPLE_IP, _nla(src_attr, flow.src), _nla(dst_attr, flow.dst)),
-              _nest(CTA_TUPLE_PROTO, *proto)),
-        _nla(CTA_ZONE, _BE16.pack(flow.zone)),
+        nest(CTA_TUPLE_ORIG,
+             nest(CTA_TUPLE_IP, nla(src_attr, flow.src), nla(dst_attr, flow.dst)),
+             nest(CTA_TUPLE_PROTO, *proto)),
+        nla(CTA_ZONE, _BE16.pack(flow.zone)),
     ))
 
 
-def encode_message(body: bytes, seq: int, msg_type: int = MSG_CT_DELETE) -> bytes:
+def encode_message(body: bytes, seq: int, msg_type: int = MSG_CT_DELETE,
+                   flags: int = REQUEST_FLAGS) -> bytes:
     """Return one complete request: nlmsghdr (port id 0, the kernel's) plus ``body``."""
-    return NLMSG_HDR.pack(NLMSG_HDR_LEN + len(body), msg_type, REQUEST_FLAGS, seq, 0) + body
+    return NLMSG_HDR.pack(NLMSG_HDR_LEN + len(body), msg_type, flags, seq, 0) + body
 
 
 def encode_delete(flow: Flow, seq: int) -> bytes:
@@ -365,7 +368,7 @@ def encode_delete(flow: Flow, seq: int) -> bytes:
 
 
 def encode_batch(bodies: Iterable[bytes], first_seq: int,
-                 msg_type: int = MSG_CT_DELETE) -> bytes:
+                 msg_type: int = MSG_CT_DELETE, flags: int = REQUEST_FLAGS) -> bytes:
     """Return consecutive requests for ``bodies``, numbered from ``first_seq``.
 
     The kernel processes every message of one ``send`` in order and
@@ -373,7 +376,7 @@ def encode_batch(bodies: Iterable[bytes], first_seq: int,
     """
     pack = NLMSG_HDR.pack
     return b"".join(
-        pack(NLMSG_HDR_LEN + len(body), msg_type, REQUEST_FLAGS, seq, 0) + body
+        pack(NLMSG_HDR_LEN + len(body), msg_type, flags, seq, 0) + body
         for seq, body in enumerate(bodies, first_seq))
 
 
@@ -414,5 +417,7 @@ def decode_acks(data: bytes | bytearray | memoryview) -> list[Ack]:
 
 __all__ = [
     "FLOW_KEYS", "Ack", "Flow", "decode_acks", "encode_batch", "encode_body",
-    "encode_delete", "encode_message", "flow_to_primitive", "iter_acks", "validate_flow",
+    "encode_delete", "encode_message", "flow_to_primitive", "iter_acks", "nest", "nla",
+    "pack_address",
+    "validate_flow",
 ]

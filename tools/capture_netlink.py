@@ -63,12 +63,18 @@ _HEXDUMP_LINE = re.compile(r"\s*\| [0-9a-f]{5}  (.{48})")
 
 def cli_delete_bytes(ns: str, tuple_options: str) -> bytes:
     """Return the IPCTNL_MSG_CT_DELETE message ``conntrack -D`` sends."""
+    return cli_request_bytes(ns, ["-D", *tuple_options.split()], "IPCTNL_MSG_CT_DELETE")
+
+
+def cli_request_bytes(ns: str, args: list[str], message: str, *,
+                      check: bool = True) -> bytes:
+    """Return the first ``message`` (an IPCTNL_MSG_* name) that ``conntrack ARGS`` sends."""
     with tempfile.NamedTemporaryFile(suffix=".strace") as trace:
         subprocess.run([netns.IP, "netns", "exec", ns, "strace", "-e", "trace=sendto",
-                        "-e", "write=3,4,5", "-o", trace.name, netns.CONNTRACK, "-D",
-                        *tuple_options.split()], capture_output=True, check=True)
+                        "-e", "write=3,4,5", "-o", trace.name, netns.CONNTRACK, *args],
+                       capture_output=True, check=check)
         lines = Path(trace.name).read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if "IPCTNL_MSG_CT_DELETE" in line)
+    start = next(i for i, line in enumerate(lines) if message in line)
     words: list[str] = []
     for line in lines[start + 1:]:
         match = _HEXDUMP_LINE.match(line)

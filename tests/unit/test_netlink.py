@@ -197,17 +197,17 @@ def test_ported_fast_path_equals_attribute_by_attribute_encoding(f: dict[str, An
 
 
 def _generic_with_ports(parsed: netlink.Flow) -> bytes:
-    proto = netlink._nest(
+    proto = netlink.nest(
         netlink.CTA_TUPLE_PROTO,
-        netlink._nla(netlink.CTA_PROTO_NUM, bytes([parsed.protonum])),
-        netlink._nla(netlink.CTA_PROTO_SRC_PORT, struct.pack("!H", parsed.sport or 0)),
-        netlink._nla(netlink.CTA_PROTO_DST_PORT, struct.pack("!H", parsed.dport or 0)))
+        netlink.nla(netlink.CTA_PROTO_NUM, bytes([parsed.protonum])),
+        netlink.nla(netlink.CTA_PROTO_SRC_PORT, struct.pack("!H", parsed.sport or 0)),
+        netlink.nla(netlink.CTA_PROTO_DST_PORT, struct.pack("!H", parsed.dport or 0)))
     src_attr, dst_attr = netlink._IP_ATTRS[parsed.family]
-    ip = netlink._nest(netlink.CTA_TUPLE_IP, netlink._nla(src_attr, parsed.src),
-                       netlink._nla(dst_attr, parsed.dst))
+    ip = netlink.nest(netlink.CTA_TUPLE_IP, netlink.nla(src_attr, parsed.src),
+                       netlink.nla(dst_attr, parsed.dst))
     return (struct.pack("=BBH", parsed.family, 0, 0)
-            + netlink._nest(netlink.CTA_TUPLE_ORIG, ip, proto)
-            + netlink._nla(netlink.CTA_ZONE, struct.pack("!H", parsed.zone)))
+            + netlink.nest(netlink.CTA_TUPLE_ORIG, ip, proto)
+            + netlink.nla(netlink.CTA_ZONE, struct.pack("!H", parsed.zone)))
 
 
 def test_batch_numbers_requests_consecutively() -> None:

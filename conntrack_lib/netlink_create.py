@@ -1,0 +1,318 @@
+"""Encode ctnetlink create requests (IPCTNL_MSG_CT_NEW) from create commands.
+
+This module is pure: it turns a validated
+:class:`~conntrack_lib.commands.CreateCommand` into primitives and into the
+body of one IPCTNL_MSG_CT_NEW request (``NLM_F_CREATE | NLM_F_EXCL``, so an
+existing flow answers EEXIST).  The socket work is shared with exact deletes
+in :mod:`conntrack_lib.privileged.netlink`.
+
+The body is the one ``conntrack -I`` sends (libnetfilter_conntrack's
+attribute order): the original and reply tuples, each with its
+per-direction zone, then status, timeout, mark, protocol state and zone.
+A missing direction is completed as the CLI completes it: addresses and
+ports swapped; for ICMP the reply type is the answer to the original type
+(255, which the kernel refuses with EINVAL, when the type has no answer),
+with the same code and id.
+
+Not encoded (refused with :class:`~conntrack_lib.exceptions.InvalidArgumentError`,
+see :func:`encodable`): NAT (``src_nat``/``dst_nat``) and labels
+(``label_add``), whose CLI meaning depends on the NAT module and on the
+host's connlabel.conf.  Such commands go through the CLI.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import struct
+from collections.abc import Mapping
+from typing import Any, Final
+
+from conntrack_lib import commands, constants, exceptions, netlink
+
+IPCTNL_MSG_CT_NEW: Final = 0
+MSG_CT_NEW: Final = (netlink.NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
+NLM_F_EXCL: Final = 0x200
+NLM_F_CREATE: Final = 0x400
+CREATE_FLAGS: Final = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+
+CTA_TUPLE_REPLY: Final = 2
+CTA_STATUS: Final = 3
+CTA_PROTOINFO: Final = 4
+CTA_TIMEOUT: Final = 7
+CTA_MARK: Final = 8
+CTA_TUPLE_ZONE: Final = 3
+CTA_PROTOINFO_TCP: Final = 1
+CTA_PROTOINFO_DCCP: Final = 2
+CTA_PROTOINFO_SCTP: Final = 3
+CTA_PROTOINFO_TCP_STATE: Final = 1
+CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: Final = 4
+CTA_PROTOINFO_TCP_FLAGS_REPLY: Final = 5
+CTA_PROTOINFO_DCCP_STATE: Final = 1
+CTA_PROTOINFO_DCCP_ROLE: Final = 2
+CTA_PROTOINFO_SCTP_STATE: Final = 1
+CTA_PROTOINFO_SCTP_VTAG_ORIGINAL: Final = 2
+CTA_PROTOINFO_SCTP_VTAG_REPLY: Final = 3
+
+#: Status bits (linux/netfilter/nf_conntrack_common.h) of the ``-u`` words.
+STATUS_BITS: Final[Mapping[str, int]] = {
+    "EXPECTED": 1 << 0, "SEEN_REPLY": 1 << 1, "ASSURED": 1 << 2, "UNSET": 0,
+    "FIXED_TIMEOUT": 1 << 10, "OFFLOAD": 1 << 14, "HW_OFFLOAD": 1 << 15,
+}
+#: libnetfilter_conntrack always adds CONFIRMED to a status it sends.
+IPS_CONFIRMED: Final = 1 << 3
+#: TCP window-tracking flags every release's ``-I`` sets (flags and mask alike):
+#: be liberal and SACK permitted, so a hand-made flow is not killed by the
+#: window checks; CLOSE_INIT from TIME_WAIT on, so a new SYN may reopen it.
+IP_CT_TCP_FLAG_SACK_PERM: Final = 0x02
+IP_CT_TCP_FLAG_CLOSE_INIT: Final = 0x04
+IP_CT_TCP_FLAG_BE_LIBERAL: Final = 0x08
+_TCP_TIME_WAIT: Final = constants.TCP_STATES.index("TIME_WAIT")
+#: Fields of a create command this encoder refuses (see the module docstring).
+UNENCODABLE: Final = frozenset({"src_nat", "dst_nat", "label_add"})
+#: The reply type of each ICMP type that has one (libnetfilter_conntrack's table).
+ICMP_REPLY_TYPES: Final[Mapping[int, Mapping[int, int]]] = {
+    netlink.AF_INET: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17},
+    netlink.AF_INET6: {128: 129, 129: 128, 139: 140, 140: 139},
+}
+#: What the CLI sends for a type without a reply; the kernel answers EINVAL.
+NO_REPLY_TYPE: Final = 255
+
+_PORT_PROTOCOLS: Final = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
+_BE16: Final = struct.Struct("!H")
+_BE32: Final = struct.Struct("!I")
+# Every release's -I converts a vtag to network order twice, so the kernel
+# receives it in host order; sent the same way, a flow made here equals one
+# made by -I (and by the -R path of the releases that have it).
+_VTAG: Final = struct.Struct("=I")
+_U8: Final = struct.Struct("B")
+_NFGEN: Final = struct.Struct("=BBH")
+_STATE_ATTRS: Final[Mapping[str, tuple[int, tuple[str, ...]]]] = {
+    "tcp": (CTA_PROTOINFO_TCP, constants.TCP_STATES),
+    "sctp": (CTA_PROTOINFO_SCTP, constants.SCTP_STATES),
+    "dccp": (CTA_PROTOINFO_DCCP, constants.DCCP_STATES),
+}
+_L4 = tuple[int, int] | None
+
+
+# --------------------------------------------------------------------------
+# Primitive form
+# --------------------------------------------------------------------------
+
+def encodable(command: commands.CreateCommand) -> bool:
+    """Tell whether :func:`encode_body` can encode ``command`` (no NAT, no labels)."""
+    return not UNENCODABLE.intersection(command.fields)
+
+
+def _require_encodable(command: object) -> commands.CreateCommand:
+    if not isinstance(command, commands.CreateCommand):
+        raise exceptions.InvalidArgumentError(
+            "command", type(command).__name__, "expected a CreateCommand")
+    refused = sorted(UNENCODABLE.intersection(command.fields))
+    if refused:
+        raise exceptions.InvalidArgumentError(
+            refused[0], command.get(refused[0]), "netlink create does not encode NAT or labels")
+    return command
+
+
+def to_primitive(command: commands.CreateCommand) -> dict[str, Any]:
+    """Return the primitive form of ``command`` (its validated fields).
+
+    :raises InvalidArgumentError: not a create command, or one with NAT or labels.
+    """
+    return _require_encodable(command).to_primitive()
+
+
+def from_primitive(prim: Mapping[str, Any]) -> commands.CreateCommand:
+    """Rebuild and re-validate a create command from its primitive form.
+
+    :raises InvalidArgumentError: anything invalid, another kind, NAT or labels.
+    """
+    if not isinstance(prim, dict) or prim.get("kind") != commands.CreateCommand.kind:
+        raise exceptions.InvalidArgumentError(
+            "flow", type(prim).__name__, "expected a create command in primitive form")
+    return _require_encodable(commands.from_primitive(prim))
+
+
+# --------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------
+
+def encode_body(command: commands.CreateCommand) -> bytes:
+    """Return the IPCTNL_MSG_CT_NEW body (everything after the nlmsghdr) of ``command``.
+
+    :raises InvalidArgumentError: NAT or labels (see :func:`encodable`).
+    """
+    fields = _require_encodable(command).fields
+    proto = fields["proto"]
+    protonum = constants.PROTOCOL_NUMBERS[proto] if isinstance(proto, str) else proto
+    af = _family_number(fields)
+    original, reply = _directions(fields, af)
+    parts = [
+        _NFGEN.pack(af, netlink.NFNETLINK_V0, 0),
+        _tuple(netlink.CTA_TUPLE_ORIG, af, protonum, original, fields.get("orig_zone")),
+        _tuple(CTA_TUPLE_REPLY, af, protonum, reply, fields.get("reply_zone")),
+    ]
+    if "status" in fields:
+        parts.append(netlink.nla(CTA_STATUS, _BE32.pack(_status_value(fields["status"]))))
+    parts.append(netlink.nla(CTA_TIMEOUT, _BE32.pack(fields["timeout"])))
+    if "mark" in fields:
+        parts.append(netlink.nla(CTA_MARK, _BE32.pack(fields["mark"])))
+    protoinfo = _protoinfo(fields)
+    if protoinfo:
+        parts.append(protoinfo)
+    if "zone" in fields:
+        parts.append(netlink.nla(netlink.CTA_ZONE, _BE16.pack(fields["zone"])))
+    return b"".join(parts)
+
+
+def encode_message(command: commands.CreateCommand, seq: int) -> bytes:
+    """Return the complete IPCTNL_MSG_CT_NEW request for ``command`` with sequence ``seq``."""
+    return netlink.encode_message(encode_body(command), seq, MSG_CT_NEW, CREATE_FLAGS)
+
+
+class _Direction:
+    """One direction's addresses (packed) and layer-4 fields, before encoding."""
+
+    __slots__ = ("dst", "l4", "src")
+
+    def __init__(self, src: bytes, dst: bytes, l4: tuple[int, ...]) -> None:
+        self.src, self.dst, self.l4 = src, dst, l4
+
+
+def _family_number(fields: Mapping[str, Any]) -> int:
+    family = fields.get("family")
+    if family is None:
+        address = fields.get("src", fields.get("reply_src"))
+        family = constants.IPV6 if ":" in str(address) else constants.IPV4
+    return int(constants.FAMILY_NUMBERS[family])
+
+
+def _directions(fields: Mapping[str, Any], af: int) -> tuple[_Direction, _Direction]:
+    """Return (original, reply); a missing direction mirrors the other as the CLI does."""
+    proto = fields["proto"]
+    if proto in constants.ICMP_PROTOCOLS:
+        kind = fields["icmp_type"]
+        answer = ICMP_REPLY_TYPES[af].get(kind, NO_REPLY_TYPE)
+        code, ident = fields["icmp_code"], fields.get("icmp_id", 0)
+        l4_orig: tuple[int, ...] = (kind, code, ident)
+        l4_reply: tuple[int, ...] = (answer, code, ident)
+    elif proto in _PORT_PROTOCOLS or proto == "gre":
+        names = ("sport", "dport") if proto != "gre" else ("srckey", "dstkey")
+        l4_orig = _pair(fields, names[0], names[1])
+        l4_reply = _pair(fields, "reply_" + names[0], "reply_" + names[1])
+        l4_orig, l4_reply = l4_orig or l4_reply[::-1], l4_reply or l4_orig[::-1]
+    else:
+        l4_orig = l4_reply = ()
+    original = _addresses(fields, "", af)
+    reply = _addresses(fields, "reply_", af)
+    if original is None:
+        if reply is None:
+            raise exceptions.InvalidArgumentError("src", None, "needs one direction's addresses")
+        original = (reply[1], reply[0])
+    if reply is None:
+        reply = (original[1], original[0])
+    return _Direction(*original, l4_orig), _Direction(*reply, l4_reply)
+
+
+def _pair(fields: Mapping[str, Any], first: str, second: str) -> tuple[int, ...]:
+    return (fields[first], fields[second]) if first in fields else ()
+
+
+def _addresses(fields: Mapping[str, Any], prefix: str, af: int) -> tuple[bytes, bytes] | None:
+    src = fields.get(prefix + "src")
+    if src is None:
+        return None
+    return netlink.pack_address(af, src), netlink.pack_address(af, fields[prefix + "dst"])
+
+
+def _tuple(attr: int, af: int, protonum: int, direction: _Direction, zone: int | None) -> bytes:
+    src_attr, dst_attr = ((netlink.CTA_IP_V4_SRC, netlink.CTA_IP_V4_DST) if af == netlink.AF_INET
+                          else (netlink.CTA_IP_V6_SRC, netlink.CTA_IP_V6_DST))
+    children = [
+        netlink.nest(netlink.CTA_TUPLE_IP, netlink.nla(src_attr, direction.src),
+                     netlink.nla(dst_attr, direction.dst)),
+        netlink.nest(netlink.CTA_TUPLE_PROTO, *_proto_attrs(af, protonum, direction.l4)),
+    ]
+    if zone is not None:
+        children.append(netlink.nla(CTA_TUPLE_ZONE, _BE16.pack(zone)))
+    return netlink.nest(attr, *children)
+
+
+def _proto_attrs(af: int, protonum: int, l4: tuple[int, ...]) -> list[bytes]:
+    attrs = [netlink.nla(netlink.CTA_PROTO_NUM, _U8.pack(protonum))]
+    if len(l4) == 2:
+        attrs += [netlink.nla(netlink.CTA_PROTO_SRC_PORT, _BE16.pack(l4[0])),
+                  netlink.nla(netlink.CTA_PROTO_DST_PORT, _BE16.pack(l4[1]))]
+    elif len(l4) == 3:
+        # libnetfilter_conntrack's order: code, type, id.
+        if af == netlink.AF_INET:
+            names = (netlink.CTA_PROTO_ICMP_CODE, netlink.CTA_PROTO_ICMP_TYPE,
+                     netlink.CTA_PROTO_ICMP_ID)
+        else:
+            names = (netlink.CTA_PROTO_ICMPV6_CODE, netlink.CTA_PROTO_ICMPV6_TYPE,
+                     netlink.CTA_PROTO_ICMPV6_ID)
+        attrs += [netlink.nla(names[0], _U8.pack(l4[1])), netlink.nla(names[1], _U8.pack(l4[0])),
+                  netlink.nla(names[2], _BE16.pack(l4[2]))]
+    return attrs
+
+
+def _status_value(words: tuple[str, ...]) -> int:
+    value = IPS_CONFIRMED
+    for word in words:
+        value |= STATUS_BITS[word]
+    return value
+
+
+def _protoinfo(fields: Mapping[str, Any]) -> bytes:
+    """Return CTA_PROTOINFO for tcp/sctp/dccp (state; tcp flags, vtags, role), else b''."""
+    proto = fields["proto"]
+    if proto not in _STATE_ATTRS:
+        return b""
+    attr, states = _STATE_ATTRS[proto]
+    # The state attribute is number 1 in all three nests.
+    state = states.index(fields["state"])
+    inner = [netlink.nla(CTA_PROTOINFO_TCP_STATE, _U8.pack(state))]
+    if proto == "tcp":
+        flags = IP_CT_TCP_FLAG_BE_LIBERAL | IP_CT_TCP_FLAG_SACK_PERM
+        if state >= _TCP_TIME_WAIT:
+            flags |= IP_CT_TCP_FLAG_CLOSE_INIT
+        pair = bytes((flags, flags))
+        inner += [netlink.nla(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, pair),
+                  netlink.nla(CTA_PROTOINFO_TCP_FLAGS_REPLY, pair)]
+    elif proto == "sctp":
+        inner += [netlink.nla(CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, _VTAG.pack(fields["orig_vtag"])),
+                  netlink.nla(CTA_PROTOINFO_SCTP_VTAG_REPLY, _VTAG.pack(fields["reply_vtag"]))]
+    elif proto == "dccp":
+        role = constants.DCCP_ROLES.index(fields["role"])
+        inner.append(netlink.nla(CTA_PROTOINFO_DCCP_ROLE, _U8.pack(role)))
+    return netlink.nest(CTA_PROTOINFO, netlink.nest(attr, *inner))
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+def create_error(errno: int, command: commands.CreateCommand) -> exceptions.CommandError:
+    """Return the typed error of a netlink create of ``command`` that failed with ``errno``.
+
+    EEXIST becomes :class:`~conntrack_lib.exceptions.EntryExistsError`, EPERM
+    :class:`~conntrack_lib.exceptions.PermissionDeniedError`, anything else
+    :class:`~conntrack_lib.exceptions.CommandError`; the argv names the
+    request as ``("netlink", "create", *command.argv())``.
+    """
+    argv = ("netlink", "create", *command.argv())
+    error: type[exceptions.CommandError] = _ERROR_CLASSES.get(errno, exceptions.CommandError)
+    return error(argv, errno, "", f"{os.strerror(errno)}: {command}")
+
+
+_ERROR_CLASSES: Final[Mapping[int, type[exceptions.CommandError]]] = {
+    errno_codes.EEXIST: exceptions.EntryExistsError,
+    errno_codes.EPERM: exceptions.PermissionDeniedError,
+}
+
+
+__all__ = [
+    "CREATE_FLAGS", "MSG_CT_NEW", "create_error", "encodable", "encode_body",
+    "encode_message", "from_primitive", "to_primitive",
+]
