@@ -100,6 +100,11 @@ class Executor(Protocol):
     def release(self) -> capabilities.Release:
         """Return the release of the conntrack binary this executor runs."""
 
+    # Optional, and so not part of the protocol: executors that can create
+    # flows over ctnetlink also have
+    #     create_flows(creates, *, namespace=None) -> list[int]
+    # (one errno per CreateCommand); ConntrackHelper looks it up with getattr.
+
 
 def interpret(
     cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, command: Any
@@ -372,6 +377,22 @@ class ProcessExecutor(_Configured):
         return _delete_in_chunks(
             entries, lambda flows: priv_netlink._delete_flows_impl(namespace, flows))
 
+    def create_flows(self, creates: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+        """Create flows over ctnetlink (IPCTNL_MSG_CT_NEW); return one errno per flow.
+
+        0 means created, 17 (EEXIST) exists already, anything else an error
+        (:func:`conntrack_lib.netlink_create.create_error` types it).
+
+        :param creates: :class:`~conntrack_lib.commands.CreateCommand` objects
+            without NAT or labels.
+        :raises InvalidArgumentError: a command netlink create cannot encode.
+        :raises ConntrackUnavailableError: when the kernel refuses the socket.
+        """
+        from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+
+        return _create_in_chunks(
+            creates, lambda flows: priv_netlink._create_flows_impl(namespace, flows))
+
     def _stream(self, command: Any, argv: tuple[str, ...], limit: float,
                 duration: float | None = None) -> Iterator[str]:
         started = time.monotonic()
@@ -396,8 +417,14 @@ def _flow_primitives(entries: Sequence[Any]) -> list[dict[str, Any]]:
     return [netlink.flow_to_primitive(entry) for entry in entries]
 
 
-def _netlink_refused(err: OSError) -> exc.ConntrackUnavailableError:
-    return exc.ConntrackUnavailableError(("netlink", "delete"), None, "",
+def _create_primitives(creates: Sequence[Any]) -> list[dict[str, Any]]:
+    from conntrack_lib import netlink_create  # noqa: PLC0415 - only netlink creates need it
+
+    return [netlink_create.to_primitive(command) for command in creates]
+
+
+def _netlink_refused(err: OSError, name: str = "delete") -> exc.ConntrackUnavailableError:
+    return exc.ConntrackUnavailableError(("netlink", name), None, "",
                                          f"ctnetlink socket refused: {err}")
 
 
@@ -407,13 +434,32 @@ def _delete_in_chunks(entries: Iterable[Any],
 
     :raises ConntrackUnavailableError: when the kernel refuses the socket.
     """
-    items = list(entries)
+    return _netlink_in_chunks(entries, _flow_primitives, send, "delete")
+
+
+def _create_in_chunks(creates: Iterable[Any],
+                      send: Callable[[list[dict[str, Any]]], Sequence[int]]) -> list[int]:
+    """Send create commands in chunks of EXACT_DELETE_CHUNK; return one errno per flow.
+
+    Every command is turned into primitives (and so checked) before the first
+    chunk is sent.
+
+    :raises ConntrackUnavailableError: when the kernel refuses the socket.
+    """
+    return _netlink_in_chunks(_create_primitives(list(creates)), list, send, "create")
+
+
+def _netlink_in_chunks(items: Iterable[Any],
+                       to_primitives: Callable[[Sequence[Any]], list[dict[str, Any]]],
+                       send: Callable[[list[dict[str, Any]]], Sequence[int]],
+                       name: str) -> list[int]:
+    items = list(items)
     outcomes: list[int] = []
     for start in range(0, len(items), EXACT_DELETE_CHUNK):
         try:
-            outcomes.extend(send(_flow_primitives(items[start:start + EXACT_DELETE_CHUNK])))
+            outcomes.extend(send(to_primitives(items[start:start + EXACT_DELETE_CHUNK])))
         except OSError as err:
-            raise _netlink_refused(err) from err
+            raise _netlink_refused(err, name) from err
     return outcomes
 
 
@@ -491,6 +537,26 @@ class PrivsepExecutor(_Configured):
         # Deleting a flow twice only answers ENOENT: safe to resend.
         return _delete_in_chunks(entries, lambda flows: self._call(
             priv_netlink.delete_flows, namespace, flows, idempotent=True))
+
+    def create_flows(self, creates: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+        """Create flows over ctnetlink in the daemon; one errno per flow.
+
+        0 means created, 17 (EEXIST) exists already, anything else an error.
+        Large lists go in several calls so no privsep message grows large.
+
+        :param creates: :class:`~conntrack_lib.commands.CreateCommand` objects
+            without NAT or labels.
+        :raises InvalidArgumentError: a command netlink create cannot encode.
+        :raises ConntrackUnavailableError: when the kernel refuses the socket.
+        """
+        from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+
+        if namespace is not None:
+            netns.validate_name(namespace)
+        # Not idempotent: a create re-sent after the daemon died mid-call
+        # would answer EEXIST for flows the first attempt created.
+        return _create_in_chunks(creates, lambda flows: self._call(
+            priv_netlink.create_flows, namespace, flows, idempotent=False))
 
     def _lines(self, head: str, handle: str | None, chunks: int) -> Generator[str, None, None]:
         pending = ""

@@ -9,8 +9,6 @@ small planner, because every ``conntrack -D`` dumps the whole table.
 
 from __future__ import annotations
 
-import errno
-import os
 import threading
 import time
 import warnings
@@ -19,7 +17,15 @@ from typing import Any
 
 from oslo_log import log as logging
 
-from conntrack_lib import capabilities, commands, constants, matching, parser, planner
+from conntrack_lib import (
+    capabilities,
+    commands,
+    constants,
+    matching,
+    netlink_create,
+    parser,
+    planner,
+)
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import CpuStats, Entry, Event
 from conntrack_lib.planner import DeletePlan, DeleteReport
@@ -409,18 +415,24 @@ class ConntrackHelper:
         return self._create_without_load_file(built)
 
     def _create_without_load_file(self, built: Sequence[commands.CreateCommand]) -> int:
-        """Create flows on a release without ``-R``: one netlink batch, else one process each."""
+        """Create flows on a release without ``-R``: one netlink batch, else one process each.
+
+        Flows netlink create does not encode (NAT, labels) take the process path.
+        """
         create_flows = getattr(self.executor, "create_flows", None)
+        by_process: Sequence[commands.CreateCommand] = built
         if create_flows is not None:
-            outcomes = create_flows(built, namespace=self.namespace)
-            for command, errno_ in zip(built, outcomes, strict=True):
+            by_netlink = [command for command in built if netlink_create.encodable(command)]
+            by_process = [command for command in built if not netlink_create.encodable(command)]
+            outcomes = create_flows(by_netlink, namespace=self.namespace) if by_netlink else []
+            for command, errno_ in zip(by_netlink, outcomes, strict=True):
                 if errno_:
-                    raise _netlink_create_error(errno_, command)
-            return len(built)
-        LOG.warning("conntrack %s has no -R and the executor no netlink create: "
-                    "creating %d flows one process each", self.capabilities.version,
-                    len(built))
-        for command in built:
+                    raise netlink_create.create_error(errno_, command)
+        if by_process:
+            LOG.warning("conntrack %s has no -R and no netlink create for these flows: "
+                        "creating %d flows one process each", self.capabilities.version,
+                        len(by_process))
+        for command in by_process:
             self.executor.execute(command, namespace=self.namespace)
         return len(built)
 
@@ -777,13 +789,6 @@ def _counted_events(lines: Iterable[str], count: int | None,
         close = getattr(lines, "close", None)
         if close is not None:
             close()
-
-
-def _netlink_create_error(errno_: int, command: commands.CreateCommand) -> exc.CommandError:
-    """Return the typed error of a netlink create that failed with ``errno_``."""
-    argv = ("netlink", "create", *command.argv())
-    error = exc.EntryExistsError if errno_ == errno.EEXIST else exc.CommandError
-    return error(argv, errno_, "", f"{os.strerror(errno_)}: {command}")
 
 
 def _text_output(output: Any) -> tuple[str, ...]:

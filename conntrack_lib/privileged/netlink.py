@@ -1,9 +1,11 @@
-"""Delete exact flows through ctnetlink, as root, in batches.
+"""Delete exact flows and create flows through ctnetlink, as root, in batches.
 
 The entrypoints take flows in primitive form (see
-:func:`conntrack_lib.netlink.validate_flow`), re-validate every one of them
-here, in the daemon, and talk to the kernel over a NETLINK_NETFILTER socket
-opened inside the requested network namespace.  No process is started.
+:func:`conntrack_lib.netlink.validate_flow` for deletes and
+:func:`conntrack_lib.netlink_create.from_primitive` for creates), re-validate
+every one of them here, in the daemon, and talk to the kernel over a
+NETLINK_NETFILTER socket opened inside the requested network namespace.  No
+process is started.
 
 Entering a namespace: ``setns(2)`` changes the namespace of the calling
 thread only, so the socket is created in a dedicated short-lived thread
@@ -23,9 +25,9 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
-from conntrack_lib import constants, exceptions, netlink, netns, privileged
+from conntrack_lib import constants, exceptions, netlink, netlink_create, netns, privileged
 from conntrack_lib.privileged import errors
 
 #: Requests per ``send``; every acknowledgement of one batch is read before
@@ -60,6 +62,23 @@ _RECV_SIZE: Final = 65536
 _T = TypeVar("_T")
 
 
+class _Request(NamedTuple):
+    """What one kind of batched request sends, and whether a lost one may be re-sent."""
+
+    name: str
+    msg_type: int
+    flags: int
+    resend: bool
+
+
+# A delete re-sent after a lost acknowledgement answers ENOENT at worst.  A
+# re-sent create would answer EEXIST for a flow it created itself, so lost
+# create acknowledgements are reported as ENOBUFS instead.
+_DELETE: Final = _Request("delete", netlink.MSG_CT_DELETE, netlink.REQUEST_FLAGS, True)
+_CREATE: Final = _Request("create", netlink_create.MSG_CT_NEW, netlink_create.CREATE_FLAGS,
+                          False)
+
+
 @privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
 @errors.wire_safe
 def delete_flows(namespace: str | None, flows: list[dict[str, Any]],
@@ -79,6 +98,27 @@ def delete_flows(namespace: str | None, flows: list[dict[str, Any]],
 
 @privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
 @errors.wire_safe
+def create_flows(namespace: str | None, flows: list[dict[str, Any]],
+                 batch_size: int = DEFAULT_BATCH) -> list[int]:
+    """Create flows in ``namespace`` (IPCTNL_MSG_CT_NEW) and return one errno per flow.
+
+    Every flow is rebuilt as a :class:`~conntrack_lib.commands.CreateCommand`
+    and validated again before the first message is sent.
+
+    :param namespace: a name under /run/netns, or ``None`` for the daemon's own.
+    :param flows: create commands in primitive form
+        (:func:`conntrack_lib.netlink_create.to_primitive`).
+    :param batch_size: requests per send (1..MAX_BATCH).
+    :returns: 0 created, ``errno.EEXIST`` exists, any other errno: failed.
+    :raises InvalidArgumentError: a flow, the name or the batch size is invalid.
+    :raises NamespaceNotFoundError: the namespace does not exist.
+    :raises PermissionDeniedError: the kernel refused (no CAP_NET_ADMIN).
+    """
+    return _create_flows_impl(namespace, flows, batch_size)
+
+
+@privileged.default.entrypoint  # type: ignore[misc,untyped-decorator]
+@errors.wire_safe
 def netlink_usable(namespace: str | None) -> bool:
     """Tell whether ctnetlink answers exact lookups in ``namespace``."""
     return _netlink_usable_impl(namespace)
@@ -87,13 +127,33 @@ def netlink_usable(namespace: str | None) -> bool:
 def _delete_flows_impl(namespace: str | None, flows: Sequence[dict[str, Any]],
                        batch_size: int = DEFAULT_BATCH) -> list[int]:
     """Do the work of :func:`delete_flows` in the calling process."""
-    bodies = _validated_bodies(flows)
+    bodies = _validated_bodies(flows, _delete_body)
+    return _send_requests(namespace, bodies, batch_size, _DELETE)
+
+
+def _create_flows_impl(namespace: str | None, flows: Sequence[dict[str, Any]],
+                       batch_size: int = DEFAULT_BATCH) -> list[int]:
+    """Do the work of :func:`create_flows` in the calling process."""
+    bodies = _validated_bodies(flows, _create_body)
+    return _send_requests(namespace, bodies, batch_size, _CREATE)
+
+
+def _send_requests(namespace: str | None, bodies: Sequence[bytes], batch_size: int,
+                   request: _Request) -> list[int]:
     batch = _validate_batch_size(batch_size)
     if not bodies:
         _validate_namespace(namespace)
         return []
     with _open_socket(namespace) as sock:
-        return _exchange(sock, bodies, batch)
+        return _exchange(sock, bodies, batch, request)
+
+
+def _delete_body(flow: dict[str, Any]) -> bytes:
+    return netlink.encode_body(netlink.validate_flow(flow))
+
+
+def _create_body(flow: dict[str, Any]) -> bytes:
+    return netlink_create.encode_body(netlink_create.from_primitive(flow))
 
 
 def _netlink_usable_impl(namespace: str | None) -> bool:
@@ -113,15 +173,15 @@ def _netlink_usable_impl(namespace: str | None) -> bool:
 # Validation
 # --------------------------------------------------------------------------
 
-def _validated_bodies(flows: Sequence[dict[str, Any]]) -> list[bytes]:
+def _validated_bodies(flows: Sequence[dict[str, Any]],
+                      encode: Callable[[dict[str, Any]], bytes]) -> list[bytes]:
     if not isinstance(flows, (list, tuple)):
         raise exceptions.InvalidArgumentError("flows", type(flows).__name__,
                                               "expected a list of flows")
     if len(flows) > MAX_FLOWS:
         raise exceptions.InvalidArgumentError("flows", len(flows),
                                               f"at most {MAX_FLOWS} flows per call")
-    encode, validate = netlink.encode_body, netlink.validate_flow
-    return [encode(validate(flow)) for flow in flows]
+    return [encode(flow) for flow in flows]
 
 
 def _validate_batch_size(batch_size: int) -> int:
@@ -249,16 +309,22 @@ def ack_window(sock: socket.socket, batch_size: int) -> int:
     return max(1, min(batch_size, capacity))
 
 
-def _exchange(sock: socket.socket, bodies: Sequence[bytes], batch_size: int) -> list[int]:
+def _exchange(sock: socket.socket, bodies: Sequence[bytes], batch_size: int,
+              request: _Request = _DELETE) -> list[int]:
     results = [-1] * len(bodies)
     pending = list(range(len(bodies)))
     window = ack_window(sock, batch_size)
     seq_base = 1
     while pending:
-        lost = _send_all(sock, bodies, pending, results, window=window, seq_base=seq_base)
+        lost = _send_all(sock, bodies, pending, results, window=window, seq_base=seq_base,
+                         request=request)
         seq_base += len(pending)
+        if lost and not request.resend:
+            for index in lost:
+                results[index] = errno.ENOBUFS
+            break
         if lost and window == 1:
-            raise exceptions.CommandError(("netlink", "delete"), None, "",
+            raise exceptions.CommandError(("netlink", request.name), None, "",
                                           "acknowledgements lost with a window of 1")
         # An overrun means the window was too large for this socket: halve
         # it and re-send what was not acknowledged.  A re-sent delete of a
@@ -268,27 +334,29 @@ def _exchange(sock: socket.socket, bodies: Sequence[bytes], batch_size: int) -> 
 
 
 def _send_all(sock: socket.socket, bodies: Sequence[bytes], indexes: Sequence[int],
-              results: list[int], *, window: int, seq_base: int) -> list[int]:
+              results: list[int], *, window: int, seq_base: int,
+              request: _Request = _DELETE) -> list[int]:
     """Send ``indexes`` in windows, fill ``results``; return the unacknowledged ones."""
     lost: list[int] = []
     for start in range(0, len(indexes), window):
         chunk = indexes[start:start + window]
         first_seq = seq_base + start
-        sock.send(netlink.encode_batch((bodies[i] for i in chunk), first_seq))
+        sock.send(netlink.encode_batch((bodies[i] for i in chunk), first_seq,
+                                       request.msg_type, request.flags))
         acks = _read_acks(sock, len(chunk))
-        _record(acks, chunk, first_seq, results)
+        _record(acks, chunk, first_seq, results, request.name)
         lost.extend(i for i in chunk if results[i] < 0)
     return lost
 
 
 def _record(acks: Sequence[netlink.Ack], chunk: Sequence[int], first_seq: int,
-            results: list[int]) -> None:
+            results: list[int], name: str = "delete") -> None:
     for seq, err in acks:
         position = seq - first_seq
         if 0 <= position < len(chunk):
             if err == errno.EPERM:
                 raise exceptions.PermissionDeniedError(
-                    ("netlink", "delete"), None, "", os.strerror(err))
+                    ("netlink", name), None, "", os.strerror(err))
             results[chunk[position]] = err
 
 
@@ -333,4 +401,5 @@ def _drain(sock: socket.socket, buf: bytearray) -> list[netlink.Ack]:
         acks.extend(netlink.iter_acks(memoryview(buf)[:size]))
 
 
-__all__ = ["DEFAULT_BATCH", "MAX_BATCH", "ack_window", "delete_flows", "netlink_usable"]
+__all__ = ["DEFAULT_BATCH", "MAX_BATCH", "ack_window", "create_flows", "delete_flows",
+           "netlink_usable"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import netaddr
 
-from conntrack_lib import capabilities, constants, executor, matching
+from conntrack_lib import capabilities, constants, executor, matching, netlink_create
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns as netns_names
 from conntrack_lib.models import Counters, Entry, FlowTuple
@@ -63,6 +63,8 @@ STATUS_BITS: Mapping[str, int] = {
 ORIGINAL = 0
 REPLY = 1
 ENOENT = 2
+EEXIST = 17
+EINVAL = 22
 
 # ICMP and ICMPv6 can only track request/reply pairs; the kernel refuses the
 # other types with EINVAL ("invalid parameters").
@@ -893,7 +895,8 @@ class FakeConntrack:
         self.calls: list[Any] = []
         #: How many conntrack processes a real executor would have started.
         self.processes = 0
-        #: How many flows were named in :meth:`delete_flows` calls.
+        #: How many flows were named in :meth:`delete_flows` and
+        #: :meth:`create_flows` calls.
         self.netlink_requests = 0
         self._failures: list[BaseException] = []
         for name in namespaces or ():
@@ -988,6 +991,33 @@ class FakeConntrack:
         if self._failures:
             raise self._failures.pop(0)
         return [self._kernel.delete_exact(table, entry) for entry in entries]
+
+    def create_flows(self, creates: Sequence[Any], *,
+                     namespace: str | None = None) -> list[int]:
+        """Create flows as IPCTNL_MSG_CT_NEW requests would; return one errno per flow.
+
+        Every command is checked first (NAT and labels are refused, as the
+        real executors refuse them); then each flow is created unless one of
+        its tuples exists in its zone.  No conntrack process is involved.
+
+        :returns: 0 for a created flow, 17 (EEXIST) for one that exists, 22
+            (EINVAL) for one the kernel would refuse.
+        :raises InvalidArgumentError: a command netlink create cannot encode.
+        """
+        table = self._table(namespace)
+        for command in creates:
+            netlink_create.to_primitive(command)
+        self.netlink_requests += len(creates)
+        if self._failures:
+            raise self._failures.pop(0)
+        return [self._create_errno(table, command) for command in creates]
+
+    def _create_errno(self, table: Table, command: Any) -> int:
+        try:
+            self._kernel.create(table, command.fields)
+        except KernelError as error:
+            return EEXIST if "exists" in str(error) else EINVAL
+        return 0
 
     # -- inspection and seeding for tests -------------------------------------
 

@@ -297,7 +297,7 @@ def netns_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _socket_mocks(netns_dir: str) -> Iterator[tuple[mock.Mock, mock.Mock]]:
     """Replace socket creation and the exchange; namespaces live in a scratch dir."""
     new_socket = mock.Mock(return_value=mock.MagicMock())
-    exchange = mock.Mock(side_effect=lambda sock, bodies, batch: [0] * len(bodies))
+    exchange = mock.Mock(side_effect=lambda sock, bodies, batch, *_request: [0] * len(bodies))
     with mock.patch.object(priv_netlink, "_new_socket", new_socket), \
             mock.patch.object(priv_netlink, "_exchange", exchange), \
             mock.patch.object(priv_netlink, "_run_in_namespace",
@@ -347,6 +347,7 @@ def test_fuzz_delete_flows_refuses_before_any_socket(
     if bodies:
         event("accepted")
         assert new_socket.call_count == 1
-        assert exchange.call_args.args[1:] == (bodies, batch)
+        assert exchange.call_args.args[1:3] == (bodies, batch)
+        assert exchange.call_args.args[3].name == "delete"
     else:
         new_socket.assert_not_called()
