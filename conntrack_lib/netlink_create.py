@@ -23,7 +23,9 @@ host's connlabel.conf.  Such commands go through the CLI.
 from __future__ import annotations
 
 import errno as errno_codes
+import functools
 import os
+import socket
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
@@ -105,14 +107,22 @@ def encodable(command: commands.CreateCommand) -> bool:
 
 
 def _require_encodable(command: object) -> commands.CreateCommand:
+    _encodable_fields(command)
+    assert isinstance(command, commands.CreateCommand)  # noqa: S101 - checked just above
+    return command
+
+
+def _encodable_fields(command: object) -> dict[str, Any]:
+    """Return the fields of ``command`` if it is a create command this module encodes."""
     if not isinstance(command, commands.CreateCommand):
         raise exceptions.InvalidArgumentError(
             "command", type(command).__name__, "expected a CreateCommand")
-    refused = sorted(UNENCODABLE.intersection(command.fields))
+    fields = command.fields
+    refused = sorted(UNENCODABLE.intersection(fields))
     if refused:
         raise exceptions.InvalidArgumentError(
-            refused[0], command.get(refused[0]), "netlink create does not encode NAT or labels")
-    return command
+            refused[0], fields[refused[0]], "netlink create does not encode NAT or labels")
+    return fields
 
 
 def to_primitive(command: commands.CreateCommand) -> dict[str, Any]:
@@ -143,41 +153,35 @@ def encode_body(command: commands.CreateCommand) -> bytes:
 
     :raises InvalidArgumentError: NAT or labels (see :func:`encodable`).
     """
-    fields = _require_encodable(command).fields
+    fields = _encodable_fields(command)
     proto = fields["proto"]
     protonum = constants.PROTOCOL_NUMBERS[proto] if isinstance(proto, str) else proto
     af = _family_number(fields)
-    original, reply = _directions(fields, af)
+    original, reply, l4_orig, l4_reply = _directions(fields, af)
+    get = fields.get
     parts = [
-        _NFGEN.pack(af, netlink.NFNETLINK_V0, 0),
-        _tuple(netlink.CTA_TUPLE_ORIG, af, protonum, original, fields.get("orig_zone")),
-        _tuple(CTA_TUPLE_REPLY, af, protonum, reply, fields.get("reply_zone")),
+        _NFGEN_BY_AF[af],
+        _tuple(netlink.CTA_TUPLE_ORIG, af, protonum, original, l4_orig,
+               zone=get("orig_zone")),
+        _tuple(CTA_TUPLE_REPLY, af, protonum, reply, l4_reply,
+               zone=get("reply_zone")),
     ]
     if "status" in fields:
-        parts.append(netlink.nla(CTA_STATUS, _BE32.pack(_status_value(fields["status"]))))
-    parts.append(netlink.nla(CTA_TIMEOUT, _BE32.pack(fields["timeout"])))
+        parts.append(_status_attr(fields["status"]))
+    parts.append(_U32_ATTR.pack(8, CTA_TIMEOUT, socket.htonl(fields["timeout"])))
     if "mark" in fields:
-        parts.append(netlink.nla(CTA_MARK, _BE32.pack(fields["mark"])))
-    protoinfo = _protoinfo(fields)
-    if protoinfo:
-        parts.append(protoinfo)
+        parts.append(_U32_ATTR.pack(8, CTA_MARK, socket.htonl(fields["mark"])))
+    if proto in _STATE_ATTRS:
+        parts.append(_protoinfo(proto, fields["state"], get("role"), get("orig_vtag"),
+                                get("reply_vtag")))
     if "zone" in fields:
-        parts.append(netlink.nla(netlink.CTA_ZONE, _BE16.pack(fields["zone"])))
+        parts.append(_U16_ATTR.pack(6, netlink.CTA_ZONE, socket.htons(fields["zone"])))
     return b"".join(parts)
 
 
 def encode_message(command: commands.CreateCommand, seq: int) -> bytes:
     """Return the complete IPCTNL_MSG_CT_NEW request for ``command`` with sequence ``seq``."""
     return netlink.encode_message(encode_body(command), seq, MSG_CT_NEW, CREATE_FLAGS)
-
-
-class _Direction:
-    """One direction's addresses (packed) and layer-4 fields, before encoding."""
-
-    __slots__ = ("dst", "l4", "src")
-
-    def __init__(self, src: bytes, dst: bytes, l4: tuple[int, ...]) -> None:
-        self.src, self.dst, self.l4 = src, dst, l4
 
 
 def _family_number(fields: Mapping[str, Any]) -> int:
@@ -188,8 +192,15 @@ def _family_number(fields: Mapping[str, Any]) -> int:
     return int(constants.FAMILY_NUMBERS[family])
 
 
-def _directions(fields: Mapping[str, Any], af: int) -> tuple[_Direction, _Direction]:
-    """Return (original, reply); a missing direction mirrors the other as the CLI does."""
+_Pair = tuple[bytes, bytes]
+
+
+def _directions(fields: Mapping[str, Any],
+                af: int) -> tuple[_Pair, _Pair, tuple[int, ...], tuple[int, ...]]:
+    """Return both directions' packed addresses and layer-4 fields.
+
+    A missing direction mirrors the other, as the CLI completes it.
+    """
     proto = fields["proto"]
     if proto in constants.ICMP_PROTOCOLS:
         kind = fields["icmp_type"]
@@ -197,10 +208,10 @@ def _directions(fields: Mapping[str, Any], af: int) -> tuple[_Direction, _Direct
         code, ident = fields["icmp_code"], fields.get("icmp_id", 0)
         l4_orig: tuple[int, ...] = (kind, code, ident)
         l4_reply: tuple[int, ...] = (answer, code, ident)
-    elif proto in _PORT_PROTOCOLS or proto == "gre":
-        names = ("sport", "dport") if proto != "gre" else ("srckey", "dstkey")
-        l4_orig = _pair(fields, names[0], names[1])
-        l4_reply = _pair(fields, "reply_" + names[0], "reply_" + names[1])
+    elif proto in _PORTED:
+        first, second = _PORTED[proto]
+        l4_orig = _pair(fields, first, second)
+        l4_reply = _pair(fields, "reply_" + first, "reply_" + second)
         l4_orig, l4_reply = l4_orig or l4_reply[::-1], l4_reply or l4_orig[::-1]
     else:
         l4_orig = l4_reply = ()
@@ -212,66 +223,92 @@ def _directions(fields: Mapping[str, Any], af: int) -> tuple[_Direction, _Direct
         original = (reply[1], reply[0])
     if reply is None:
         reply = (original[1], original[0])
-    return _Direction(*original, l4_orig), _Direction(*reply, l4_reply)
+    return original, reply, l4_orig, l4_reply
 
 
 def _pair(fields: Mapping[str, Any], first: str, second: str) -> tuple[int, ...]:
     return (fields[first], fields[second]) if first in fields else ()
 
 
-def _addresses(fields: Mapping[str, Any], prefix: str, af: int) -> tuple[bytes, bytes] | None:
+def _addresses(fields: Mapping[str, Any], prefix: str, af: int) -> _Pair | None:
     src = fields.get(prefix + "src")
     if src is None:
         return None
     return netlink.pack_address(af, src), netlink.pack_address(af, fields[prefix + "dst"])
 
 
-def _tuple(attr: int, af: int, protonum: int, direction: _Direction, zone: int | None) -> bytes:
-    src_attr, dst_attr = ((netlink.CTA_IP_V4_SRC, netlink.CTA_IP_V4_DST) if af == netlink.AF_INET
-                          else (netlink.CTA_IP_V6_SRC, netlink.CTA_IP_V6_DST))
-    children = [
-        netlink.nest(netlink.CTA_TUPLE_IP, netlink.nla(src_attr, direction.src),
-                     netlink.nla(dst_attr, direction.dst)),
-        netlink.nest(netlink.CTA_TUPLE_PROTO, *_proto_attrs(af, protonum, direction.l4)),
-    ]
-    if zone is not None:
-        children.append(netlink.nla(CTA_TUPLE_ZONE, _BE16.pack(zone)))
-    return netlink.nest(attr, *children)
+# One struct per attribute layout, so a tuple costs a few pack calls rather
+# than one call per attribute: this runs once per flow of large batches.
+_NESTED = netlink.NLA_F_NESTED
+# Netlink headers are in host order, values in network order (socket.htonl).
+_U32_ATTR: Final = struct.Struct("=HHI")
+_U16_ATTR: Final = struct.Struct("=HHH2x")
+_NFGEN_BY_AF: Final = {af: _NFGEN.pack(af, netlink.NFNETLINK_V0, 0)
+                       for af in (netlink.AF_INET, netlink.AF_INET6)}
+_PORTED: Final[Mapping[str, tuple[str, str]]] = {
+    **dict.fromkeys(_PORT_PROTOCOLS, ("sport", "dport")), "gre": ("srckey", "dstkey")}
+_IP_ATTRS: Final = {
+    netlink.AF_INET: (netlink.CTA_IP_V4_SRC, netlink.CTA_IP_V4_DST),
+    netlink.AF_INET6: (netlink.CTA_IP_V6_SRC, netlink.CTA_IP_V6_DST),
+}
+_ICMP_ATTRS: Final = {
+    # libnetfilter_conntrack's order: code, type, id.
+    netlink.AF_INET: (netlink.CTA_PROTO_ICMP_CODE, netlink.CTA_PROTO_ICMP_TYPE,
+                      netlink.CTA_PROTO_ICMP_ID),
+    netlink.AF_INET6: (netlink.CTA_PROTO_ICMPV6_CODE, netlink.CTA_PROTO_ICMPV6_TYPE,
+                       netlink.CTA_PROTO_ICMPV6_ID),
+}
+_HEADS: Final = {af: struct.Struct(f"=HHHHHH{alen}sHH{alen}s")
+                 for af, alen in ((netlink.AF_INET, 4), (netlink.AF_INET6, 16))}
+_PORTS: Final = struct.Struct("=HHHHB3xHH2sxxHH2sxx")
+_ICMP: Final = struct.Struct("=HHHHB3xHHB3xHHB3xHH2sxx")
+_GENERIC: Final = struct.Struct("=HHHHB3x")
+_ZONE: Final = struct.Struct("=HH2sxx")
 
 
-def _proto_attrs(af: int, protonum: int, l4: tuple[int, ...]) -> list[bytes]:
-    attrs = [netlink.nla(netlink.CTA_PROTO_NUM, _U8.pack(protonum))]
+def _tuple(attr: int, af: int, protonum: int, ends: _Pair, l4: tuple[int, ...], *,
+           zone: int | None) -> bytes:
+    """Return one CTA_TUPLE_* nest: addresses, protocol, optional per-direction zone."""
+    proto = _proto_nest(af, protonum, l4)
+    zone_attr = b"" if zone is None else _ZONE.pack(6, CTA_TUPLE_ZONE, _BE16.pack(zone))
+    alen = len(ends[0])
+    ip_len = 4 + 2 * (4 + alen)
+    src_attr, dst_attr = _IP_ATTRS[af]
+    head = _HEADS[af].pack(4 + ip_len + len(proto) + len(zone_attr), attr | _NESTED,
+                           ip_len, netlink.CTA_TUPLE_IP | _NESTED,
+                           4 + alen, src_attr, ends[0], 4 + alen, dst_attr, ends[1])
+    return head + proto + zone_attr
+
+
+def _proto_nest(af: int, protonum: int, l4: tuple[int, ...]) -> bytes:
+    nested = netlink.CTA_TUPLE_PROTO | _NESTED
     if len(l4) == 2:
-        attrs += [netlink.nla(netlink.CTA_PROTO_SRC_PORT, _BE16.pack(l4[0])),
-                  netlink.nla(netlink.CTA_PROTO_DST_PORT, _BE16.pack(l4[1]))]
-    elif len(l4) == 3:
-        # libnetfilter_conntrack's order: code, type, id.
-        if af == netlink.AF_INET:
-            names = (netlink.CTA_PROTO_ICMP_CODE, netlink.CTA_PROTO_ICMP_TYPE,
-                     netlink.CTA_PROTO_ICMP_ID)
-        else:
-            names = (netlink.CTA_PROTO_ICMPV6_CODE, netlink.CTA_PROTO_ICMPV6_TYPE,
-                     netlink.CTA_PROTO_ICMPV6_ID)
-        attrs += [netlink.nla(names[0], _U8.pack(l4[1])), netlink.nla(names[1], _U8.pack(l4[0])),
-                  netlink.nla(names[2], _BE16.pack(l4[2]))]
-    return attrs
+        return _PORTS.pack(_PORTS.size, nested, 5, netlink.CTA_PROTO_NUM, protonum,
+                           6, netlink.CTA_PROTO_SRC_PORT, _BE16.pack(l4[0]),
+                           6, netlink.CTA_PROTO_DST_PORT, _BE16.pack(l4[1]))
+    if len(l4) == 3:
+        code_attr, type_attr, id_attr = _ICMP_ATTRS[af]
+        return _ICMP.pack(_ICMP.size, nested, 5, netlink.CTA_PROTO_NUM, protonum,
+                          5, code_attr, l4[1], 5, type_attr, l4[0],
+                          6, id_attr, _BE16.pack(l4[2]))
+    return _GENERIC.pack(_GENERIC.size, nested, 5, netlink.CTA_PROTO_NUM, protonum)
 
 
-def _status_value(words: tuple[str, ...]) -> int:
+@functools.lru_cache(maxsize=256)
+def _status_attr(words: tuple[str, ...]) -> bytes:
     value = IPS_CONFIRMED
     for word in words:
         value |= STATUS_BITS[word]
-    return value
+    return netlink.nla(CTA_STATUS, _BE32.pack(value))
 
 
-def _protoinfo(fields: Mapping[str, Any]) -> bytes:
-    """Return CTA_PROTOINFO for tcp/sctp/dccp (state; tcp flags, vtags, role), else b''."""
-    proto = fields["proto"]
-    if proto not in _STATE_ATTRS:
-        return b""
+@functools.lru_cache(maxsize=1024)
+def _protoinfo(proto: str, state_name: str, role: str | None, orig_vtag: int | None,
+               reply_vtag: int | None) -> bytes:
+    """Return CTA_PROTOINFO for tcp/sctp/dccp (state; tcp flags, vtags, role)."""
     attr, states = _STATE_ATTRS[proto]
+    state = states.index(state_name)
     # The state attribute is number 1 in all three nests.
-    state = states.index(fields["state"])
     inner = [netlink.nla(CTA_PROTOINFO_TCP_STATE, _U8.pack(state))]
     if proto == "tcp":
         flags = IP_CT_TCP_FLAG_BE_LIBERAL | IP_CT_TCP_FLAG_SACK_PERM
@@ -281,11 +318,11 @@ def _protoinfo(fields: Mapping[str, Any]) -> bytes:
         inner += [netlink.nla(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, pair),
                   netlink.nla(CTA_PROTOINFO_TCP_FLAGS_REPLY, pair)]
     elif proto == "sctp":
-        inner += [netlink.nla(CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, _VTAG.pack(fields["orig_vtag"])),
-                  netlink.nla(CTA_PROTOINFO_SCTP_VTAG_REPLY, _VTAG.pack(fields["reply_vtag"]))]
-    elif proto == "dccp":
-        role = constants.DCCP_ROLES.index(fields["role"])
-        inner.append(netlink.nla(CTA_PROTOINFO_DCCP_ROLE, _U8.pack(role)))
+        inner += [netlink.nla(CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, _VTAG.pack(orig_vtag or 0)),
+                  netlink.nla(CTA_PROTOINFO_SCTP_VTAG_REPLY, _VTAG.pack(reply_vtag or 0))]
+    else:
+        role_number = constants.DCCP_ROLES.index(str(role))
+        inner.append(netlink.nla(CTA_PROTOINFO_DCCP_ROLE, _U8.pack(role_number)))
     return netlink.nest(CTA_PROTOINFO, netlink.nest(attr, *inner))
 
 
