@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import socket
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -74,6 +75,8 @@ def ip_address(field: str, value: object) -> str:
 @functools.lru_cache(maxsize=65536)
 def _canonical_address(text: str) -> str | None:
     # Cached because batches repeat addresses and netaddr parsing dominates.
+    if ":" not in text and _is_canonical_ipv4(text):
+        return text
     try:
         return str(netaddr.IPAddress(text, flags=netaddr.INET_PTON))
     except (netaddr.AddrFormatError, ValueError, TypeError):
@@ -83,6 +86,18 @@ def _canonical_address(text: str) -> str | None:
 def address_version(address: str) -> int:
     """Return 4 or 6 for a canonical address, network or ``addr:port`` text."""
     return 6 if address.count(":") > 1 or address.startswith("[") else 4
+
+
+def _is_canonical_ipv4(text: str) -> bool:
+    """Tell whether ``text`` is a plain dotted quad that netaddr would print unchanged.
+
+    A fast path for batches of distinct addresses: inet_pton (strict, no
+    leading zeros) and inet_ntop in C cost a fraction of a netaddr parse.
+    """
+    try:
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text
+    except (OSError, ValueError):
+        return False
 
 
 def ip_or_cidr(field: str, value: object) -> str:
