@@ -141,8 +141,8 @@ def _create_flows_impl(namespace: str | None, flows: Sequence[dict[str, Any]],
 def _send_requests(namespace: str | None, bodies: Sequence[bytes], batch_size: int,
                    request: _Request) -> list[int]:
     batch = _validate_batch_size(batch_size)
+    _validate_namespace(namespace)
     if not bodies:
-        _validate_namespace(namespace)
         return []
     with _open_socket(namespace) as sock:
         return _exchange(sock, bodies, batch, request)
