@@ -60,8 +60,12 @@ SPREAD: list[dict[str, Any]] = [
 
 def listing(ns: str) -> list[Entry]:
     """Return the namespace's flows, timeouts and ids cleared, in a stable order."""
-    done = netns.run(ns, ["-L", "-o", "extended"], check=True)
-    entries = parser.parse_entries(done.stdout)
+    entries: list[Entry] = []
+    # One dump per family, each kept to its family: 1.4.6's -L without -f
+    # shows IPv4 only, 1.4.5's -L -f ipv6 shows both.
+    for family in ("ipv4", "ipv6"):
+        done = netns.run(ns, ["-L", "-f", family, "-o", "extended"], check=True)
+        entries += [e for e in parser.parse_entries(done.stdout) if e.family == family]
     cleared = [dataclasses.replace(e, timeout=None, id=None) for e in entries]
     return sorted(cleared, key=repr)
 
