@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.zone_flush",
     "bench.deletion_queue",
     "bench.exact_delete",
+    "bench.create_netlink",
 ]
 
 
