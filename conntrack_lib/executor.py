@@ -390,8 +390,11 @@ class ProcessExecutor(_Configured):
         """
         from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
 
-        return _create_in_chunks(
-            creates, lambda flows: priv_netlink._create_flows_impl(namespace, flows))
+        # This process holds the privilege itself and the commands are
+        # validated, immutable objects: no primitive round trip is needed.
+        return _netlink_in_chunks(
+            creates, list, lambda chunk: priv_netlink._create_commands_impl(namespace, chunk),
+            "create")
 
     def _stream(self, command: Any, argv: tuple[str, ...], limit: float,
                 duration: float | None = None) -> Iterator[str]:
@@ -450,9 +453,10 @@ def _create_in_chunks(creates: Iterable[Any],
 
 
 def _netlink_in_chunks(items: Iterable[Any],
-                       to_primitives: Callable[[Sequence[Any]], list[dict[str, Any]]],
-                       send: Callable[[list[dict[str, Any]]], Sequence[int]],
+                       to_primitives: Callable[[Sequence[Any]], list[Any]],
+                       send: Callable[[list[Any]], Sequence[int]],
                        name: str) -> list[int]:
+    """Send ``items`` in chunks of EXACT_DELETE_CHUNK; return one errno per item."""
     items = list(items)
     outcomes: list[int] = []
     for start in range(0, len(items), EXACT_DELETE_CHUNK):
