@@ -865,12 +865,12 @@ def from_primitive(data: Mapping[str, Any]) -> Command:
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in _BUILDERS:
         raise InvalidArgumentError("kind", kind, "unknown command kind")
-    fields: dict[str, Any] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise InvalidArgumentError("key", key, "keys must be strings")
-        if key != "kind":
-            fields[key] = value
+    fields = dict(data)
+    del fields["kind"]
+    # One C-level scan; the loop that names the culprit runs only on failure.
+    if not all(type(key) is str for key in fields):
+        bad = next(key for key in fields if not isinstance(key, str))
+        raise InvalidArgumentError("key", bad, "keys must be strings")
     if kind == "create" and "timeout" not in fields:
         raise InvalidArgumentError("timeout", None, "required for this command")
     return _BUILDERS[kind](fields)

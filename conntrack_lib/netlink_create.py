@@ -28,7 +28,7 @@ import os
 import socket
 import struct
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from conntrack_lib import commands, constants, exceptions, netlink
 
@@ -108,8 +108,7 @@ def encodable(command: commands.CreateCommand) -> bool:
 
 def _require_encodable(command: object) -> commands.CreateCommand:
     _encodable_fields(command)
-    assert isinstance(command, commands.CreateCommand)  # noqa: S101 - checked just above
-    return command
+    return cast(commands.CreateCommand, command)  # _encodable_fields checked the type
 
 
 def _encodable_fields(command: object) -> dict[str, Any]:
@@ -138,10 +137,19 @@ def from_primitive(prim: Mapping[str, Any]) -> commands.CreateCommand:
 
     :raises InvalidArgumentError: anything invalid, another kind, NAT or labels.
     """
-    if not isinstance(prim, dict) or prim.get("kind") != commands.CreateCommand.kind:
+    return _require_encodable(rebuild(prim))
+
+
+def rebuild(prim: Mapping[str, Any]) -> commands.CreateCommand:
+    """Rebuild and re-validate a create command, NAT and labels included.
+
+    :raises InvalidArgumentError: anything invalid, or another kind of command.
+    """
+    if type(prim) is not dict or prim.get("kind") != commands.CreateCommand.kind:
         raise exceptions.InvalidArgumentError(
             "flow", type(prim).__name__, "expected a create command in primitive form")
-    return _require_encodable(commands.from_primitive(prim))
+    # The kind was checked above, so the builder is CreateCommand's.
+    return cast(commands.CreateCommand, commands.from_primitive(prim))
 
 
 # --------------------------------------------------------------------------

@@ -168,7 +168,8 @@ def _delete_body(flow: dict[str, Any]) -> bytes:
 
 
 def _create_body(flow: dict[str, Any]) -> bytes:
-    return netlink_create.encode_body(netlink_create.from_primitive(flow))
+    # encode_body refuses what netlink create does not encode (NAT, labels).
+    return netlink_create.encode_body(netlink_create.rebuild(flow))
 
 
 def _netlink_usable_impl(namespace: str | None) -> bool:
