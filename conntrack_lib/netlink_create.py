@@ -117,11 +117,11 @@ def _encodable_fields(command: object) -> dict[str, Any]:
         raise exceptions.InvalidArgumentError(
             "command", type(command).__name__, "expected a CreateCommand")
     fields = command.fields
-    refused = sorted(UNENCODABLE.intersection(fields))
-    if refused:
-        raise exceptions.InvalidArgumentError(
-            refused[0], fields[refused[0]], "netlink create does not encode NAT or labels")
-    return fields
+    if UNENCODABLE.isdisjoint(fields):
+        return fields
+    first = min(UNENCODABLE.intersection(fields))
+    raise exceptions.InvalidArgumentError(
+        first, fields[first], "netlink create does not encode NAT or labels")
 
 
 def to_primitive(command: commands.CreateCommand) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conntrack_lib import ConntrackHelper, capabilities, commands, exceptions, netlink
+from conntrack_lib import ConntrackHelper, capabilities, commands, exceptions, executor, netlink
 from conntrack_lib import netlink_create as nc
 from conntrack_lib.privileged import netlink as priv
 from conntrack_lib.testing import FakeConntrack
@@ -451,3 +451,57 @@ def test_fake_create_flows_matches_kernel_semantics() -> None:
         fake.create_flows(creates, namespace="absent")
     with pytest.raises(exceptions.InvalidArgumentError):
         fake.create_flows([create(**UDP, label_add="x")], namespace="ns1")
+
+
+# --------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------
+
+def test_process_executor_refuses_before_any_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_socket(_namespace: str | None) -> None:
+        raise AssertionError("socket opened before validation")
+    monkeypatch.setattr(priv, "_open_socket", no_socket)
+    runner = executor.ProcessExecutor(binary="/bin/true")
+    with pytest.raises(exceptions.InvalidArgumentError):
+        runner.create_flows([create(**UDP), create(**UDP, src_nat="192.0.2.1")])
+    with pytest.raises(exceptions.InvalidArgumentError):
+        runner.create_flows([create(**UDP), commands.DeleteCommand(proto="udp")])
+    with pytest.raises(exceptions.InvalidArgumentError):
+        priv._create_commands_impl(None, iter([create(**UDP)]))  # type: ignore[arg-type]
+    assert runner.create_flows([]) == []
+
+
+def test_process_executor_sends_the_encoded_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str | None, list[bytes], priv._Request]] = []
+
+    def fake_send(namespace: str | None, bodies: list[bytes], batch: int,
+                  request: priv._Request) -> list[int]:
+        seen.append((namespace, bodies, request))
+        return [0] * len(bodies)
+    monkeypatch.setattr(priv, "_send_requests", fake_send)
+    built = [create(**UDP), create(**UDP, zone=3)]
+    runner = executor.ProcessExecutor(binary="/bin/true")
+    assert runner.create_flows(built, namespace="ctns") == [0, 0]
+    assert seen == [("ctns", [nc.encode_body(c) for c in built], priv._CREATE)]
+
+
+def test_privsep_executor_sends_primitives_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, tuple[Any, ...], bool]] = []
+
+    def fake_call(self: Any, entry: Any, *args: Any, idempotent: bool,
+                  limit: float | None = None) -> list[int]:
+        calls.append((entry, args, idempotent))
+        return [0] * len(args[1])
+    monkeypatch.setattr(executor.PrivsepExecutor, "_call", fake_call)
+    monkeypatch.setattr(executor, "EXACT_DELETE_CHUNK", 2)
+    built = [create(**{**UDP, "sport": n}) for n in range(5)]
+    runner = executor.PrivsepExecutor()
+    assert runner.create_flows(built, namespace="ctns") == [0] * 5
+    assert [len(args[1]) for _entry, args, _idem in calls] == [2, 2, 1]
+    assert all(entry is priv.create_flows and args[0] == "ctns" and not idem
+               for entry, args, idem in calls)
+    assert calls[0][1][1][0] == nc.to_primitive(built[0])
+    with pytest.raises(exceptions.InvalidArgumentError):
+        runner.create_flows(built, namespace="../bad")
+    with pytest.raises(exceptions.InvalidArgumentError):
+        runner.create_flows([create(**UDP, label_add="blue")])
