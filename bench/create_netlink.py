@@ -18,7 +18,8 @@ the same run, interleaved, each in a freshly flushed namespace of its own
     ProcessExecutor(binary=...)).create_entries(dicts)`` (builds and validates
     the commands too; on the old release it routes to netlink create);
 (d) netlink create through a privsep daemon started by fork (adds the msgpack
-    round trip and the daemon's re-validation of every command);
+    round trip and the daemon's re-validation of every command), and ``-R``
+    through the same daemon when its binary (/usr/sbin/conntrack) has it;
 (e) what the old release did before: one ``conntrack -I`` process per flow,
     timed on ``--cli-sample`` flows and scaled linearly.
 
@@ -116,20 +117,31 @@ def per_process(ns: str, binary: str, built: list[commands.CreateCommand]) -> fl
     return measure(ns, len(built), run)
 
 
-def privsep_create(ns: str, built: list[commands.CreateCommand], runs: int) -> list[float]:
-    """Time netlink create through a daemon started by fork, ``runs`` times."""
+def privsep_create(ns: str, built: list[commands.CreateCommand],
+                   runs: int) -> tuple[list[float], list[float]]:
+    """Time netlink create and (where the daemon's binary has it) ``-R`` through a
+    daemon started by fork, ``runs`` times each, interleaved."""
     from oslo_privsep import priv_context
 
     from conntrack_lib import privileged
 
     runner = executor.PrivsepExecutor()
+    batch = commands.BatchCommand(built)
+    with_r = has_load_file(CONNTRACK)  # the daemon runs the configured binary
+    netlink_times: list[float] = []
+    load_file_times: list[float] = []
     privileged.default.start(priv_context.Method.FORK)
     try:
         runner.create_flows(built[:1], namespace=ns)  # start-up is not what we measure
-        return [measure(ns, len(built), lambda: runner.create_flows(built, namespace=ns))
-                for _ in range(runs)]
+        for _ in range(runs):
+            netlink_times.append(measure(
+                ns, len(built), lambda: runner.create_flows(built, namespace=ns)))
+            if with_r:
+                load_file_times.append(measure(
+                    ns, len(built), lambda: runner.execute(batch, namespace=ns)))
     finally:
         privileged.default.stop()
+    return netlink_times, load_file_times
 
 
 def main() -> None:
@@ -162,7 +174,8 @@ def main() -> None:
                 namespace=ns, executor=with_r, batch_size=args.flows).create_entries(fields)))
             times["helper_nl"].append(measure(ns, args.flows, lambda: ConntrackHelper(
                 namespace=ns, executor=without_r).create_entries(fields)))
-        privsep = [] if args.no_privsep else privsep_create(ns, built, args.runs)
+        privsep, privsep_r = ([], []) if args.no_privsep else privsep_create(
+            ns, built, args.runs)
         sample = per_process(ns, old_binary, built[:args.cli_sample])
     med = {key: statistics.median(values) for key, values in times.items()}
     scaled = sample * args.flows / args.cli_sample
@@ -179,6 +192,10 @@ def main() -> None:
         nl_privsep = statistics.median(privsep)
         print(f"(d) netlink create via privsep daemon: {nl_privsep:8.3f} s   "
               f"= {nl_privsep / med['r']:.2f}x (a)")
+    if privsep_r:
+        r_privsep = statistics.median(privsep_r)
+        print(f"    -R on {r_release} via privsep daemon:     {r_privsep:8.3f} s   "
+              f"(netlink = {statistics.median(privsep) / r_privsep:.2f}x this)")
     print(f"(e) one -I process per flow on {old_release}: {scaled:8.1f} s (scaled from "
           f"{args.cli_sample})  = {ratio(scaled, med['nl'])} slower than (b)")
 
