@@ -109,22 +109,34 @@ def capture(name: str, flow: dict[str, Any], tuple_options: str, extra: str) -> 
             raise SystemExit(f"{name}: the flow survived its delete")
     if netlink.decode_acks(ack) != [(1, 0)] or netlink.decode_acks(ack_enoent) != [(2, 2)]:
         raise SystemExit(f"{name}: unexpected acks {ack.hex()} {ack_enoent.hex()}")
-    header = (
-        f"# Captured on Linux {os.uname().release} with conntrack-tools 1.4.7 "
-        "in a throwaway netns.\n"
-        f"# flow: primitive form of the flow inserted with: conntrack -I {tuple_options} {extra}\n"
-        "# request: this library's IPCTNL_MSG_CT_DELETE (seq 1), which deleted the flow\n"
-        "# ack: the kernel's reply to it (errno 0); ack_enoent: reply to the same request "
-        "re-sent (seq 2)\n"
-        f"# cli_request: what `conntrack -D {tuple_options}` sent for the same flow "
-        "(strace -e write)\n"
-    )
-    body_lines = [f"flow {json.dumps(flow, sort_keys=True)}"] + [
-        f"{key} {data.hex()}" for key, data in
-        (("request", request), ("ack", ack), ("ack_enoent", ack_enoent), ("cli_request", cli))]
-    out = ROOT / "tests" / "unit" / "data" / f"netlink_{name}.hex"
-    out.write_text(header + "\n".join(body_lines) + "\n")
-    print(f"{name}: request {len(request)} bytes, conntrack's {len(cli)} bytes -> {out.name}")
+    notes = [
+        f"flow: primitive form of the flow inserted with: conntrack -I {tuple_options} {extra}",
+        "request: this library's IPCTNL_MSG_CT_DELETE (seq 1), which deleted the flow",
+        "ack: the kernel's reply to it (errno 0); ack_enoent: reply to the same request "
+        "re-sent (seq 2)",
+        f"cli_request: what `conntrack -D {tuple_options}` sent for the same flow "
+        "(strace -e write)",
+    ]
+    write_sample(f"netlink_{name}.hex", notes, ("flow", flow),
+                 [("request", request), ("ack", ack), ("ack_enoent", ack_enoent),
+                  ("cli_request", cli)])
+
+
+def write_sample(filename: str, notes: list[str], value: tuple[str, Any],
+                 blobs: list[tuple[str, bytes]]) -> None:
+    """Write one sample under tests/unit/data: provenance, one JSON line, hex lines.
+
+    ``blobs`` must hold ``request`` and ``cli_request``.
+    """
+    header = (f"# Captured on Linux {os.uname().release} with conntrack-tools 1.4.7 "
+              "in a throwaway netns.\n" + "".join(f"# {note}\n" for note in notes))
+    lines = [f"{value[0]} {json.dumps(value[1], sort_keys=True)}"]
+    lines += [f"{key} {data.hex()}" for key, data in blobs]
+    out = ROOT / "tests" / "unit" / "data" / filename
+    out.write_text(header + "\n".join(lines) + "\n")
+    sizes = dict(blobs)
+    print(f"{out.stem}: request {len(sizes['request'])} bytes, "
+          f"conntrack's {len(sizes['cli_request'])} bytes -> {out.name}")
 
 
 def main() -> None:

@@ -12,8 +12,6 @@ Run as root from the repository root, with strace installed::
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from capture_netlink import cli_request_bytes  # noqa: E402 - needs tools/ on the path
+from capture_netlink import cli_request_bytes, write_sample  # noqa: E402 - needs tools/ on the path
 
 from conntrack_lib import commands, netlink, netlink_create  # noqa: E402
 from conntrack_lib.privileged import netlink as priv_netlink  # noqa: E402
@@ -83,22 +81,17 @@ def capture(name: str, fields: dict[str, Any]) -> None:
             raise SystemExit(f"{name}: expected exactly one flow after the create")
     if netlink.decode_acks(ack) != [(1, 0)] or netlink.decode_acks(ack_exists) != [(2, 17)]:
         raise SystemExit(f"{name}: unexpected acks {ack.hex()} {ack_exists.hex()}")
-    header = (
-        f"# Captured on Linux {os.uname().release} with conntrack-tools 1.4.7 "
-        "in a throwaway netns.\n"
-        f"# command: primitive form of conntrack {' '.join(command.argv())}\n"
-        "# request: this library's IPCTNL_MSG_CT_NEW (seq 1), which created the flow\n"
-        "# ack: the kernel's reply to it (errno 0); ack_exists: reply to the same request "
-        "re-sent (seq 2, EEXIST)\n"
-        "# cli_request: what conntrack -I sent for the same command (strace -e write); "
-        "its padding bytes are uninitialised\n"
-    )
-    lines = [f"command {json.dumps(command.to_primitive(), sort_keys=True)}"] + [
-        f"{key} {data.hex()}" for key, data in
-        (("request", request), ("ack", ack), ("ack_exists", ack_exists), ("cli_request", cli))]
-    out = ROOT / "tests" / "unit" / "data" / f"ctnew_{name}.hex"
-    out.write_text(header + "\n".join(lines) + "\n")
-    print(f"{name}: request {len(request)} bytes, conntrack's {len(cli)} bytes -> {out.name}")
+    notes = [
+        f"command: primitive form of conntrack {' '.join(command.argv())}",
+        "request: this library's IPCTNL_MSG_CT_NEW (seq 1), which created the flow",
+        "ack: the kernel's reply to it (errno 0); ack_exists: reply to the same request "
+        "re-sent (seq 2, EEXIST)",
+        "cli_request: what conntrack -I sent for the same command (strace -e write); "
+        "its padding bytes are uninitialised",
+    ]
+    write_sample(f"ctnew_{name}.hex", notes, ("command", command.to_primitive()),
+                 [("request", request), ("ack", ack), ("ack_exists", ack_exists),
+                  ("cli_request", cli)])
 
 
 def main() -> None:
