@@ -405,13 +405,17 @@ class FakeKernel:
         assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVBUF)
         return self.rcvbuf
 
+    def answer(self, msg_type: int, flags: int, body: bytes) -> int:
+        """Apply one request to the table and return its errno (a delete here)."""
+        err = 0 if body in self.table else errno.ENOENT
+        self.table.discard(body)
+        return err
+
     def send(self, data: bytes) -> int:
         offset, count = 0, 0
         while offset < len(data):
-            length, _type, _flags, seq, _pid = netlink.NLMSG_HDR.unpack_from(data, offset)
-            body = data[offset + 16:offset + length]
-            err = 0 if body in self.table else errno.ENOENT
-            self.table.discard(body)
+            length, msg_type, flags, seq, _pid = netlink.NLMSG_HDR.unpack_from(data, offset)
+            err = self.answer(msg_type, flags, data[offset + 16:offset + length])
             if len(self.queue) < self.capacity:
                 self.queue.append(ack(seq, err))
             else:

@@ -25,6 +25,7 @@ from conntrack_lib import ConntrackHelper, capabilities, commands, exceptions, e
 from conntrack_lib import netlink_create as nc
 from conntrack_lib.privileged import netlink as priv
 from conntrack_lib.testing import FakeConntrack
+from tests.unit.test_netlink import FakeKernel
 
 DATA = pathlib.Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("ctnew_*.hex"))
@@ -283,50 +284,18 @@ def test_privileged_side_refuses_bad_containers_and_batches(
 # The exchange for creates
 # --------------------------------------------------------------------------
 
-def ack(seq: int, err: int) -> bytes:
-    inner = netlink.NLMSG_HDR.pack(80, nc.MSG_CT_NEW, nc.CREATE_FLAGS, seq, 0)
-    return netlink.NLMSG_HDR.pack(36, netlink.NLMSG_ERROR, 0x100, seq, 4242) + struct.pack(
-        "=i", -err) + inner
+class KernelTable(FakeKernel):
+    """The delete tests' socket stand-in, answering creates: EEXIST for a known body."""
 
-
-class KernelTable:
-    """A NETLINK_NETFILTER socket stand-in that creates flows, with a bounded queue."""
-
-    def __init__(self, capacity: int, rcvbuf: int = 1 << 20) -> None:
-        self.table: set[bytes] = set()
-        self.capacity = capacity
-        self.rcvbuf = rcvbuf
-        self.queue: list[bytes] = []
-        self.overrun = False
+    def __init__(self, capacity: int) -> None:
+        super().__init__(set(), capacity)
         self.headers: list[tuple[int, int]] = []
 
-    def getsockopt(self, level: int, option: int) -> int:
-        return self.rcvbuf
-
-    def send(self, data: bytes) -> int:
-        offset = 0
-        while offset < len(data):
-            length, msg_type, flags, seq, _pid = netlink.NLMSG_HDR.unpack_from(data, offset)
-            self.headers.append((msg_type, flags))
-            body = data[offset + 16:offset + length]
-            err = errno.EEXIST if body in self.table else 0
-            self.table.add(body)
-            if len(self.queue) < self.capacity:
-                self.queue.append(ack(seq, err))
-            else:
-                self.overrun = True
-            offset += length
-        return len(data)
-
-    def recv_into(self, buf: bytearray) -> int:
-        if self.overrun:
-            self.overrun = False
-            raise OSError(errno.ENOBUFS, "No buffer space available")
-        if not self.queue:
-            raise BlockingIOError
-        data = self.queue.pop(0)
-        buf[:len(data)] = data
-        return len(data)
+    def answer(self, msg_type: int, flags: int, body: bytes) -> int:
+        self.headers.append((msg_type, flags))
+        err = errno.EEXIST if body in self.table else 0
+        self.table.add(body)
+        return err
 
 
 def bodies(count: int) -> list[bytes]:
