@@ -36,7 +36,8 @@ def load_sample(path: pathlib.Path) -> dict[str, Any]:
         if not line or line.startswith("#"):
             continue
         key, value = line.split(" ", 1)
-        sample[key] = json.loads(value) if key == "flow" else bytes.fromhex(value)
+        # The flow (delete samples) or command (create samples) is JSON.
+        sample[key] = json.loads(value) if key in ("flow", "command") else bytes.fromhex(value)
     return sample
 
 

@@ -11,7 +11,6 @@ C library leaves its padding bytes uninitialised).
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import pathlib
 import pickle
@@ -25,22 +24,11 @@ from conntrack_lib import ConntrackHelper, capabilities, commands, exceptions, e
 from conntrack_lib import netlink_create as nc
 from conntrack_lib.privileged import netlink as priv
 from conntrack_lib.testing import FakeConntrack
-from tests.unit.test_netlink import FakeKernel
+from tests.unit.test_netlink import FakeKernel, load_sample
 
 DATA = pathlib.Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("ctnew_*.hex"))
 NESTED = netlink.NLA_F_NESTED
-
-
-def load_sample(path: pathlib.Path) -> dict[str, Any]:
-    """Return the command primitive and the byte strings of one captured sample."""
-    sample: dict[str, Any] = {}
-    for line in path.read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, value = line.split(" ", 1)
-        sample[key] = json.loads(value) if key == "command" else bytes.fromhex(value)
-    return sample
 
 
 def attrs(data: bytes) -> list[tuple[int, Any]]:
