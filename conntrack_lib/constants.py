@@ -52,6 +52,14 @@ MAX_PROTOCOL: Final = 255
 #: Protocols whose tuples carry ports.
 PORT_PROTOCOLS: Final = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 ICMP_PROTOCOLS: Final = frozenset({"icmp", "icmpv6"})
+#: The reply type of each ICMP type the kernel tracks (echo, timestamp,
+#: information, address mask; ICMPv6 echo and node information).  ICMP can
+#: only track such request/reply pairs: the kernel refuses other types with
+#: EINVAL ("invalid parameters").
+ICMP_REPLY_TYPES: Final = {
+    "icmp": {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17},
+    "icmpv6": {128: 129, 129: 128, 139: 140, 140: 139},
+}
 #: Protocols whose ``-I`` requires ``--state``.
 STATEFUL_PROTOCOLS: Final = frozenset({"tcp", "sctp", "dccp"})
 

@@ -72,15 +72,9 @@ IP_CT_TCP_FLAG_BE_LIBERAL: Final = 0x08
 _TCP_TIME_WAIT: Final = constants.TCP_STATES.index("TIME_WAIT")
 #: Fields of a create command this encoder refuses (see the module docstring).
 UNENCODABLE: Final = frozenset({"src_nat", "dst_nat", "label_add"})
-#: The reply type of each ICMP type that has one (libnetfilter_conntrack's table).
-ICMP_REPLY_TYPES: Final[Mapping[int, Mapping[int, int]]] = {
-    netlink.AF_INET: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17},
-    netlink.AF_INET6: {128: 129, 129: 128, 139: 140, 140: 139},
-}
 #: What the CLI sends for a type without a reply; the kernel answers EINVAL.
 NO_REPLY_TYPE: Final = 255
 
-_PORT_PROTOCOLS: Final = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 _BE16: Final = struct.Struct("!H")
 _BE32: Final = struct.Struct("!I")
 # Every release's -I converts a vtag to network order twice, so the kernel
@@ -94,7 +88,6 @@ _STATE_ATTRS: Final[Mapping[str, tuple[int, tuple[str, ...]]]] = {
     "sctp": (CTA_PROTOINFO_SCTP, constants.SCTP_STATES),
     "dccp": (CTA_PROTOINFO_DCCP, constants.DCCP_STATES),
 }
-_L4 = tuple[int, int] | None
 
 
 # --------------------------------------------------------------------------
@@ -103,7 +96,7 @@ _L4 = tuple[int, int] | None
 
 def encodable(command: commands.CreateCommand) -> bool:
     """Tell whether :func:`encode_body` can encode ``command`` (no NAT, no labels)."""
-    return not UNENCODABLE.intersection(command.fields)
+    return UNENCODABLE.isdisjoint(command.fields)
 
 
 def _require_encodable(command: object) -> commands.CreateCommand:
@@ -212,7 +205,7 @@ def _directions(fields: Mapping[str, Any],
     proto = fields["proto"]
     if proto in constants.ICMP_PROTOCOLS:
         kind = fields["icmp_type"]
-        answer = ICMP_REPLY_TYPES[af].get(kind, NO_REPLY_TYPE)
+        answer = constants.ICMP_REPLY_TYPES[proto].get(kind, NO_REPLY_TYPE)
         code, ident = fields["icmp_code"], fields.get("icmp_id", 0)
         l4_orig: tuple[int, ...] = (kind, code, ident)
         l4_reply: tuple[int, ...] = (answer, code, ident)
@@ -257,7 +250,7 @@ _U16_ATTR: Final = struct.Struct("=HHH2x")
 _NFGEN_BY_AF: Final = {af: _NFGEN.pack(af, netlink.NFNETLINK_V0, 0)
                        for af in (netlink.AF_INET, netlink.AF_INET6)}
 _PORTED: Final[Mapping[str, tuple[str, str]]] = {
-    **dict.fromkeys(_PORT_PROTOCOLS, ("sport", "dport")), "gre": ("srckey", "dstkey")}
+    **dict.fromkeys(constants.PORT_PROTOCOLS, ("sport", "dport")), "gre": ("srckey", "dstkey")}
 _IP_ATTRS: Final = {
     netlink.AF_INET: (netlink.CTA_IP_V4_SRC, netlink.CTA_IP_V4_DST),
     netlink.AF_INET6: (netlink.CTA_IP_V6_SRC, netlink.CTA_IP_V6_DST),

@@ -66,12 +66,6 @@ ENOENT = 2
 EEXIST = 17
 EINVAL = 22
 
-# ICMP and ICMPv6 can only track request/reply pairs; the kernel refuses the
-# other types with EINVAL ("invalid parameters").
-_ICMP_REPLY_TYPES: Mapping[str, Mapping[int, int]] = {
-    "icmp": {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17},
-    "icmpv6": {128: 129, 129: 128, 139: 140, 140: 139},
-}
 #: Protocols the test kernel has no tracker for: stored generically, ports lost.
 _UNTRACKED_PORT_PROTOCOLS = frozenset({"dccp"})
 
@@ -398,8 +392,8 @@ def compile_filters(filters: Mapping[str, Any], *, kind: str = "list",
 def _invert(flow: FlowTuple, proto: str) -> FlowTuple:
     """Return the reply of ``flow`` as the kernel derives it (no NAT)."""
     inverted = flow.inverted()
-    if proto in _ICMP_REPLY_TYPES and flow.icmp_type is not None:
-        reply_type = _ICMP_REPLY_TYPES[proto].get(flow.icmp_type)
+    if proto in constants.ICMP_REPLY_TYPES and flow.icmp_type is not None:
+        reply_type = constants.ICMP_REPLY_TYPES[proto].get(flow.icmp_type)
         if reply_type is None:
             raise KernelError("invalid parameters")
         inverted = dataclasses.replace(inverted, icmp_type=reply_type)
@@ -669,7 +663,7 @@ class Kernel:
         proto = constants.PROTOCOL_NAMES.get(protonum, "unknown")
         wanted = _direction(fields, "", proto)
         if wanted is None or (wanted.icmp_type is not None
-                              and wanted.icmp_type not in _ICMP_REPLY_TYPES[proto]):
+                              and wanted.icmp_type not in constants.ICMP_REPLY_TYPES[proto]):
             # The kernel parses only trackable ICMP types (EINVAL otherwise).
             raise KernelError("invalid parameters")
         family = constants.IPV6 if wanted.src.version == 6 else constants.IPV4
