@@ -397,7 +397,10 @@ class ConntrackHelper:
 
         All flows are validated before the first process starts.  A
         duplicate stops its batch (conntrack aborts at the first kernel
-        error) and raises :class:`EntryExistsError`.
+        error) and raises :class:`EntryExistsError`.  Releases without
+        ``-R`` (1.4.5, 1.4.6) create the flows in one batched ctnetlink
+        exchange when the executor has ``create_flows``: every flow is
+        tried, and the first failure raises.
 
         :param flows: one mapping of :meth:`create_entry` fields per flow.
         :returns: the number of flows created.
