@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from conntrack_lib import capabilities, commands, executor
+from conntrack_lib import capabilities, commands, executor, netlink_create
 
 CONNTRACK = "/usr/sbin/conntrack"
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
@@ -83,8 +83,8 @@ def has_load_file() -> bool:
 def seed(ns: str, creates: Sequence[commands.CreateCommand], *, chunk: int = 50_000) -> None:
     """Create ``creates`` in ``ns`` as fast as the release allows, whatever it is.
 
-    ``-R`` where it exists; else the library's netlink create; else (an
-    executor without it) one conntrack process per flow.
+    ``-R`` where it exists; else the library's netlink create, and one
+    conntrack process per flow for what it does not encode (NAT, labels).
     """
     if has_load_file():
         for start in range(0, len(creates), chunk):
@@ -92,13 +92,11 @@ def seed(ns: str, creates: Sequence[commands.CreateCommand], *, chunk: int = 50_
             done = run(ns, batch.argv(), stdin=batch.stdin())
             assert done.returncode == 0, done.stderr
         return
-    runner = executor.ProcessExecutor()
-    create_flows = getattr(runner, "create_flows", None)
-    if create_flows is not None:
-        outcomes = create_flows(list(creates), namespace=ns)
-        assert not any(outcomes), f"netlink create failed: {sorted(set(outcomes))}"
-        return
-    for command in creates:
+    by_netlink = [command for command in creates if netlink_create.encodable(command)]
+    by_process = [command for command in creates if not netlink_create.encodable(command)]
+    outcomes = executor.ProcessExecutor().create_flows(by_netlink, namespace=ns)
+    assert not any(outcomes), f"netlink create failed: {sorted(set(outcomes))}"
+    for command in by_process:
         done = run(ns, command.argv())
         assert done.returncode == 0, done.stderr
 
