@@ -3,10 +3,11 @@
 Hypothesis draws sequences of create/list/get/update/delete/flush/count/batch
 commands over a deliberately small pool of addresses, ports, zones and
 marks, so that the sequences hit duplicates, reply-tuple clashes, deletes
-that match nothing and every zone filter the library sends to the binary.  Each command runs against the
-real binary in a throwaway namespace and against a fresh FakeConntrack; the
-two must give the same exit code, count or exception type, the same parsed
-output lines, and the same parsed table after every step.
+that match nothing and every zone filter the library sends to the binary.
+Each command runs against the real binary in a throwaway namespace and
+against a fresh FakeConntrack; the two must give the same exit code, count
+or exception type, the same parsed output lines, and the same parsed table
+after every step.
 """
 
 from __future__ import annotations
