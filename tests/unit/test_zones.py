@@ -351,8 +351,9 @@ def test_full_range_and_churn_run_fast() -> None:
         alloc.allocate(f"n{i}")
     elapsed = time.perf_counter() - start
     assert len(alloc.in_use()) == MAX_CONNTRACK_ZONE_ID
-    # Measured ~0.15 s; a linear scan per allocation would take minutes.
-    assert elapsed < 2.0
+    # Measured ~0.15 s alone, 2.2 s once beside another suite on 2 cores; a
+    # linear scan per allocation would take minutes.
+    assert elapsed < 10.0
 
 
 # -- thread safety ----------------------------------------------------------
