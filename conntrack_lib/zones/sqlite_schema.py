@@ -120,8 +120,24 @@ def check_identity(conn: sqlite3.Connection, location: str) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        # The main file alone can be mid-checkpoint (a writer was killed, or
+        # is copying WAL pages now): its header still says whose it is, and
+        # the read-only connection that follows validates it with the WAL.
+        if _header_names_a_store(location):
+            return
         raise exceptions.ZoneStoreError(location, f"unreadable database: {exc}") from exc
     _check_identity(app_id, version, OBJECTS if tables else set(), location)
+
+
+def _header_names_a_store(path: str) -> bool:
+    """Tell whether the 100-byte SQLite header of ``path`` carries our application id."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError:
+        return False
+    return (len(header) == 100 and header.startswith(b"SQLite format 3\x00")
+            and int.from_bytes(header[68:72], "big") == APPLICATION_ID)
 
 
 def validate(conn: sqlite3.Connection, location: str) -> tuple[int, int]:
