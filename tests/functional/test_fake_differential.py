@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conntrack_lib import commands, executor, parser, planner
+from conntrack_lib import commands, executor, matching, parser, planner
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Entry
 from conntrack_lib.testing import FakeConntrack
@@ -236,6 +236,44 @@ def _real(ns: str, command: commands.Command) -> executor.Result:
                               proc.stderr, command)
 
 
+def _unpredictable(ns: str, command: commands.Command) -> bool:
+    """Tell whether the real outcome of ``command`` depends on kernel hash order.
+
+    Two cases, both measured on 1.4.7 and both outside the library's
+    contract:
+
+    * an update selecting a flow zoned in its original direction: ``-U``
+      asks for it without its zone and fails with ENOENT, after which
+      conntrack counts the next replies on a desynchronised socket ("2
+      updated" with one line printed, "3 updated" where 2 changed).
+      update_entries refuses zoned matches.
+    * a table where one flow's tuple in one direction equals another flow's
+      tuple in some direction of the same zone (an ``--orig-zone`` and a
+      ``--reply-zone`` flow of one tuple): a request by tuple reaches
+      whichever the hash chain holds first, so ``-D`` sometimes deletes both
+      and sometimes fails on the second.
+    """
+    if command.kind not in ("update", "delete", "get", "batch"):
+        return False
+    entries = parser.parse_entries("\n".join(netns.table(ns)), strict=True)
+    if _aliased(entries):
+        return True
+    if not isinstance(command, commands.UpdateCommand):
+        return False
+    selected = matching.compile_filters(command.match)
+    return any(matching.direction_zones(e)[0] for e in entries if selected(e))
+
+
+def _aliased(entries: list[Entry]) -> bool:
+    """Tell whether two flows share a tuple in the same zone (either direction)."""
+    keys: collections.Counter[tuple[Any, ...]] = collections.Counter()
+    for entry in entries:
+        orig_zone, reply_zone = matching.direction_zones(entry)
+        head = (entry.family, entry.protonum)
+        keys.update({(*head, entry.original, orig_zone), (*head, entry.reply, reply_zone)})
+    return any(n > 1 for n in keys.values())
+
+
 def _real_table(ns: str) -> collections.Counter[Entry]:
     return _normal(parser.parse_entries("\n".join(netns.table(ns)), strict=True))
 
@@ -258,7 +296,7 @@ def test_fake_matches_real_conntrack(ns: str) -> None:
         previous: commands.Command | None = None
         for index in range(data.draw(st.integers(3, 14), label="steps")):
             command = data.draw(step(created, previous), label=f"step {index}")
-            if command is None:
+            if command is None or _unpredictable(ns, command):
                 continue
             real = _outcome(lambda c=command: _real(ns, c), command)
             mine = _outcome(lambda c=command: fake.execute(c), command)
