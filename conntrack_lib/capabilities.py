@@ -33,6 +33,13 @@ _LOAD_FILE_SINCE: Final[Release] = (1, 4, 7)
 _BULK_UPDATE_ABORTS: Final[frozenset[Release]] = frozenset({(1, 4, 7)})
 #: Flows one ``-U`` updates before 1.4.7 aborts it (ENOBUFS).
 BULK_UPDATE_ABORT_AT: Final = 256
+#: The first release whose ``-s ADDR/LEN`` (and ``-d``, ``-r``, ``-q``) is a prefix.
+_PREFIX_SINCE: Final[Release] = (1, 4, 6)
+#: The first release whose ``-L``/``-D`` keep to the family ``-f`` names.
+_FAMILY_FILTER_SINCE: Final[Release] = (1, 4, 6)
+#: Releases whose ``-L``/``-D`` without ``-f`` (and without an address)
+#: cover IPv4 flows only.
+_IPV4_BY_DEFAULT: Final[frozenset[Release]] = frozenset({(1, 4, 6)})
 
 _VERSION = re.compile(r"conntrack v(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -48,6 +55,13 @@ class Capabilities:
     :ivar flush_family: ``-F`` accepts ``-f`` (it still empties every family).
     :ivar bulk_update_limit: most flows one ``-U`` may change before the
         release aborts it; None when it does not.
+    :ivar prefix_filters: ``-s 10.8.0.0/30`` (and ``-d``, ``-r``, ``-q``)
+        means the prefix; before, it matches nothing (``--mask-src`` and
+        ``--mask-dst`` work on every release).
+    :ivar family_filter: ``-L``/``-D -f FAMILY`` keep to that family;
+        before, they take every family unless an address pins one.
+    :ivar default_family: the only family a ``-L``/``-D`` without ``-f``
+        and without an address covers; None when it covers every family.
     """
 
     release: Release
@@ -56,6 +70,9 @@ class Capabilities:
     negated_status: bool
     flush_family: bool
     bulk_update_limit: int | None
+    prefix_filters: bool = True
+    family_filter: bool = True
+    default_family: str | None = None
 
     @property
     def version(self) -> str:
@@ -96,6 +113,9 @@ def for_release(release: Release) -> Capabilities:
         negated_status=modern,
         flush_family=modern,
         bulk_update_limit=BULK_UPDATE_ABORT_AT if release in _BULK_UPDATE_ABORTS else None,
+        prefix_filters=release >= _PREFIX_SINCE,
+        family_filter=release >= _FAMILY_FILTER_SINCE,
+        default_family="ipv4" if release in _IPV4_BY_DEFAULT else None,
     )
 
 
@@ -168,10 +188,14 @@ ROWS: Final[tuple[Row, ...]] = (
     Row("address prefix filter", "conntrack -L -s 10.8.0.0/30",
         ("matches nothing (\"0 flow entries\")", "the flows in the prefix",
          "the flows in the prefix", "the flows in the prefix", "the flows in the prefix"),
-        "not yet routed around on 1.4.5: a strict xfail marks the gap"),
-    Row("listing without a family", "conntrack -L",
+        "on 1.4.5 prefixes go as the network address plus --mask-src/--mask-dst"),
+    Row("listing or deleting without a family", "conntrack -L; conntrack -D -w 7",
         ("every family", "IPv4 flows only", "every family", "every family", "every family"),
-        "measured, not yet routed around on 1.4.6"),
+        "on 1.4.6 a request with no family and no address lists (and deletes "
+        "from) each family's dump"),
+    Row("family filter", "conntrack -L -f ipv6; conntrack -D -f ipv4",
+        ("every family", "that family", "that family", "that family", "that family"),
+        "on 1.4.5 the family is matched on the dump unless an address pins it"),
 )
 
 

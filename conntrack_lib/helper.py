@@ -258,8 +258,8 @@ class ConntrackHelper:
             before any process.
         :raises CommandError: when conntrack fails.
         """
-        command, predicate = self._list_command(filters)
-        lines = self.executor.iter_lines(command, namespace=self.namespace)
+        fields, output, predicate = self._list_filters(filters)
+        lines = self._listing(fields, output)
         entries = parser.iter_entries(lines)
         try:
             if predicate is None:
@@ -282,32 +282,55 @@ class ConntrackHelper:
             before any process.
         :raises CommandError: when conntrack fails.
         """
-        command, predicate = self._list_command(filters)
+        fields, output, predicate = self._list_filters(filters)
         # parse_entries builds the list with the garbage collector held off,
         # a third cheaper than list(iter_entries(...)) on large tables.
-        entries = parser.parse_entries(self.executor.iter_lines(command,
-                                                                namespace=self.namespace))
+        entries = parser.parse_entries(self._listing(fields, output))
         if not filters:
             self._table_size = len(entries)
         return entries if predicate is None else [e for e in entries if predicate(e)]
 
-    def _list_command(self, filters: Mapping[str, Any]) -> tuple[commands.ListCommand,
-                                                                  matching.Predicate | None]:
-        """Return the ``-L`` to run and the Python predicate to apply after it.
+    def _list_filters(self, filters: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], tuple[str, ...], matching.Predicate | None]:
+        """Return the ``-L`` filters and output keywords, and the predicate to apply after.
 
-        conntrack filters what it gets right; the rest (per-direction zones,
-        zone 0, NAT addresses, mixed status words) is matched here, on a
+        conntrack filters what it gets right on the running release; the
+        rest (per-direction zones, zone 0, NAT addresses, mixed status
+        words, and what an older release misreads) is matched here, on a
         dump that shows what it needs.
         """
         given = dict(filters)
         output = _text_output(given.pop("output", None))
         request = planner.Request.build(given, kind="list")
-        if request.cli_ok_for(self.capabilities.negated_status):
-            return commands.ListCommand(**request.filters, output=output), None
-        cli, engine = request.split()
+        caps = self.capabilities
+        if request.cli_ok_for(caps):
+            return request.cli_filters(caps), output, None
+        cli, engine = request.split(caps)
         output = tuple(dict.fromkeys(output + matching.needs(engine)))
-        return (commands.ListCommand(**cli, output=output),
-                matching.compile_filters(engine))
+        return cli, output, matching.compile_filters(engine)
+
+    def _listing(self, fields: Mapping[str, Any], output: Sequence[str]) -> Iterator[str]:
+        """Return the lines of ``conntrack -L`` with ``fields``, whatever the release.
+
+        Where the release lists one family only without ``-f`` (1.4.6),
+        the lines are those of one ``-L`` per family, one after the other.
+        """
+        built = [commands.ListCommand(**f, output=output)
+                 for f in planner.listings(fields, self.capabilities)]
+        if len(built) == 1:
+            return iter(self.executor.iter_lines(built[0], namespace=self.namespace))
+        return self._chained_lines(built)
+
+    def _chained_lines(self, listings: Sequence[commands.ListCommand]) -> Iterator[str]:
+        for listing in listings:
+            lines = self.executor.iter_lines(listing, namespace=self.namespace)
+            try:
+                yield from lines
+            finally:
+                # An early stop closes the listing that runs (the daemon's copy).
+                close = getattr(lines, "close", None)
+                if close is not None:
+                    close()
 
     def count(self, **filters: Any) -> int:
         """Return how many entries match ``filters`` (all with none).
@@ -472,8 +495,11 @@ class ConntrackHelper:
         if not matched:
             return 0
         request = planner.Request.build(listed, "list")
-        if len(matched) <= UPDATE_BULK_LIMIT and request.cli_ok_for(
-                self.capabilities.negated_status):
+        caps = self.capabilities
+        # One -U only where it selects what the list did: no 1.4.5 prefix
+        # rewritten as a mask (-U has no --mask-src).
+        if (len(matched) <= UPDATE_BULK_LIMIT and request.cli_ok_for(caps)
+                and request.cli_filters(caps) == request.filters):
             return self._run_count(command)
         return sum(self._run_count(commands.UpdateCommand(match=_exact_match(e), **changes))
                    for e in matched)
@@ -571,8 +597,7 @@ class ConntrackHelper:
         return planner.plan_deletes(built, table_size=self._table_size,
                                     netlink=self._netlink_usable(),
                                     batch_size=self.batch_size if caps.load_file else 1,
-                                    model=self.cost_model,
-                                    negated_status=caps.negated_status)
+                                    model=self.cost_model, caps=caps)
 
     def execute_plan(self, plan: planner.DeletePlan) -> planner.DeleteReport:
         """Run a :class:`~conntrack_lib.planner.DeletePlan`.
@@ -749,9 +774,8 @@ class ConntrackHelper:
         zones = set(zone_wide)
         output = tuple(dict.fromkeys(("id", *(n for r in requests
                                               for n in matching.needs(r.filters)))))
-        shared = planner.common_cli_filters(requests, zones)
-        listing = commands.ListCommand(**shared, output=output)
-        lines = _CountedLines(self.executor.iter_lines(listing, namespace=self.namespace))
+        shared = planner.common_cli_filters(requests, zones, self.capabilities)
+        lines = _CountedLines(self._listing(shared, output))
         keep = matching.line_prefilter([r.filters for r in requests], zones)
         # Lines no request can match are not parsed: most of a large table.
         entries = parser.parse_entries(lines if keep is None else filter(keep, lines))
@@ -768,11 +792,10 @@ class ConntrackHelper:
 
     def _delete_filtered(self, request: planner.Request) -> int:
         """Delete by a kernel-filtered dump plus Python, for hidden status bits."""
-        cli, engine = request.split()
+        cli, engine = request.split(self.capabilities)
         output = tuple(dict.fromkeys(("id", *matching.needs(engine))))
         predicate = matching.compile_filters(engine)
-        command = commands.ListCommand(**cli, output=output)
-        lines = self.executor.iter_lines(command, namespace=self.namespace)
+        lines = self._listing(cli, output)
         return self.delete_flows([e for e in parser.iter_entries(lines) if predicate(e)])
 
 

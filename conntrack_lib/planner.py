@@ -27,7 +27,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from conntrack_lib import commands, matching
+import netaddr
+
+from conntrack_lib import capabilities, commands, matching
 from conntrack_lib import exceptions as exc
 
 #: Keywords whose ``conntrack`` filter means what :mod:`matching` says on
@@ -42,6 +44,12 @@ CLI_TRUSTED = frozenset({
     "srckey", "dstkey", "reply_srckey", "reply_dstkey", "state", "mark", "labels", "id",
     "zone", "status",
 })
+
+#: Address keywords: any of them pins the family of a command.
+_ADDRESS_KEYS = ("src", "dst", "reply_src", "reply_dst")
+#: The families a ``-L``/``-D`` without ``-f`` must be split into where the
+#: release covers one family only.
+FAMILIES = ("ipv4", "ipv6")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +105,35 @@ class Request:
         return not (any(w.startswith("!") or w == "UNREPLIED" for w in status)
                     and any(not w.startswith("!") and w != "UNREPLIED" for w in status))
 
-    def cli_ok_for(self, negated_status: bool) -> bool:
-        """Tell whether conntrack's own filter decides this request right on a release.
+    def cli_ok_for(self, caps: capabilities.Capabilities = capabilities.LATEST) -> bool:
+        """Tell whether one conntrack command decides this request right on a release.
 
-        :param negated_status: whether the release takes ``!FLAG`` words
-            after ``-u`` (from 1.4.7).
+        :param caps: the release's capabilities.  Before 1.4.7 ``-u`` takes
+            no ``!FLAG`` word; 1.4.5 matches no reply prefix and ignores
+            ``-f`` unless an address pins the family; 1.4.6 covers IPv4 only
+            when neither a family nor an address is given.
         """
         if not self.cli_ok:
             return False
-        return negated_status or not any(
-            w.startswith("!") for w in matching._words(self.filters.get("status", ())))
+        fields = self.filters
+        if not caps.negated_status and any(
+                w.startswith("!") for w in matching._words(fields.get("status", ()))):
+            return False
+        if any(k in fields for k in _ADDRESS_KEYS):
+            return True
+        if "family" in fields:
+            return caps.family_filter
+        return caps.default_family is None
+
+    def cli_filters(self, caps: capabilities.Capabilities = capabilities.LATEST
+                    ) -> dict[str, Any]:
+        """Return the filters as the release's conntrack must be given them.
+
+        Equal to :attr:`filters` except on 1.4.5, whose ``-s ADDR/LEN``
+        matches nothing: there a src or dst prefix goes as the network
+        address plus ``--mask-src``/``--mask-dst``.
+        """
+        return _for_release(self.filters, caps)
 
     @property
     def dump_ok(self) -> bool:
@@ -114,12 +141,15 @@ class Request:
         kernel, _ = matching.split_status(self.filters)
         return not kernel
 
-    def split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def split(self, caps: capabilities.Capabilities = capabilities.LATEST
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return ``(for conntrack, for Python)`` halves of the filters.
 
         conntrack gets the hidden status words and every keyword it gets
-        right; Python decides the rest.  ``id`` stays on the Python side
-        because ``-L`` has no ``-i``.
+        right on the release ``caps`` describes; Python decides the rest.
+        ``id`` stays on the Python side because ``-L`` has no ``-i``.  The
+        conntrack half may lack a family the release then lists only in
+        part (1.4.6): :func:`listings` splits it.
         """
         kernel, engine = matching.split_status(self.filters)
         cli = {k: v for k, v in engine.items()
@@ -129,7 +159,7 @@ class Request:
             cli.pop("mask_src")
         if "mask_dst" in cli and "dst" not in cli:
             cli.pop("mask_dst")
-        return {**cli, **kernel}, engine
+        return _for_release({**cli, **kernel}, caps), engine
 
     def __str__(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.items) or "everything"
@@ -213,7 +243,50 @@ _L4_KEYS = frozenset({"sport", "dport", "reply_sport", "reply_dport", "icmp_type
                       "icmp_id", "srckey", "dstkey", "reply_srckey", "reply_dstkey", "state"})
 
 
-def common_cli_filters(requests: Iterable[Request], zones: Iterable[int] = ()) -> dict[str, Any]:
+def _is_prefix(value: Any) -> bool:
+    return isinstance(value, str) and "/" in value
+
+
+def _for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> dict[str, Any]:
+    """Return ``fields`` in the form the release's conntrack filters right.
+
+    Only narrows what conntrack is asked to filter, never what matches: a
+    family 1.4.5 would misread is left to Python.  (Prefixes are accepted
+    for src and dst only, which ``--mask-src``/``--mask-dst`` express.)
+    """
+    out = dict(fields)
+    if not caps.prefix_filters:
+        for name in ("src", "dst"):
+            if _is_prefix(out.get(name)):
+                network = netaddr.IPNetwork(out[name])
+                out[name] = str(network.network)
+                out[f"mask_{name}"] = str(network.netmask)
+    if not caps.family_filter and not any(k in out for k in _ADDRESS_KEYS):
+        out.pop("family", None)
+    return out
+
+
+def listings(fields: Mapping[str, Any], caps: capabilities.Capabilities = capabilities.LATEST
+             ) -> list[dict[str, Any]]:
+    """Return the filters of the ``-L`` (or ``-D``) commands that together cover ``fields``.
+
+    One command, except where the release covers IPv4 only without a
+    family or an address (1.4.6): then one per family, leaving out a
+    family the protocol excludes (icmp, icmpv6).
+
+    :param fields: filters in the release's form (see :meth:`Request.split`).
+    :param caps: the release's capabilities.
+    :returns: the filters of each command.
+    """
+    if (caps.default_family is None or "family" in fields
+            or any(k in fields for k in _ADDRESS_KEYS)):
+        return [dict(fields)]
+    only = {"icmp": "ipv4", "icmpv6": "ipv6"}.get(str(fields.get("proto")))
+    return [{**fields, "family": family} for family in FAMILIES if only in (None, family)]
+
+
+def common_cli_filters(requests: Iterable[Request], zones: Iterable[int] = (),
+                       caps: capabilities.Capabilities = capabilities.LATEST) -> dict[str, Any]:
     """Return the filters every request (and whole zone) shares that ``-L`` gets right.
 
     Passed to the dump, they make conntrack print only the flows that can
@@ -221,15 +294,22 @@ def common_cli_filters(requests: Iterable[Request], zones: Iterable[int] = ()) -
 
     :param requests: the requests the dump decides.
     :param zones: whole zones the dump takes along.
+    :param caps: the release's capabilities.
     :returns: the shared filters; empty when nothing is shared.
     """
-    pairs = [set(r.split()[0].items()) for r in requests]
+    pairs = [set(r.split(caps)[0].items()) for r in requests]
     pairs += [{("zone", z)} for z in zones]
     if not pairs:
         return {}
     shared = dict(set.intersection(*pairs))
-    for name in ("status", "mask_src", "mask_dst", "labels"):
+    for name in ("status", "labels"):
         shared.pop(name, None)
+    for name in ("src", "dst"):
+        # An address some request masks (1.4.5's form of a prefix) is no
+        # exact address to share.
+        if any(f"mask_{name}" in dict(pair) for pair in pairs):
+            shared.pop(name, None)
+        shared.pop(f"mask_{name}", None)
     if "proto" not in shared:
         for name in _L4_KEYS:
             shared.pop(name, None)
@@ -258,6 +338,7 @@ class DeletePlan:
     :ivar dropped: how many a broader request of the same plan covered.
     :ivar batch_size: ``-D`` lines per ``-R`` process.
     :ivar estimate: the cost model's estimate of the chosen strategy, in seconds.
+    :ivar caps: the release the ``-D`` lines are written for.
     """
 
     requests: tuple[Request, ...]
@@ -270,6 +351,7 @@ class DeletePlan:
     cli_requests: tuple[Request, ...] = ()
     filtered: tuple[Request, ...] = ()
     estimate: float = 0.0
+    caps: capabilities.Capabilities = capabilities.LATEST
 
     @property
     def dump_requests(self) -> tuple[Request, ...]:
@@ -285,8 +367,11 @@ class DeletePlan:
             lines = list(self.requests) + lines
         elif zones and self.requests:
             zones = []  # the dump takes the whole zones along
-        return tuple([commands.DeleteCommand(zone=z) for z in zones]
-                     + [commands.DeleteCommand(**r.filters) for r in lines])
+        # A whole zone is one -D, or one per family where the release's
+        # family-less -D takes IPv4 only (1.4.6).
+        return tuple([commands.DeleteCommand(**f) for z in zones
+                      for f in listings({"zone": z}, self.caps)]
+                     + [commands.DeleteCommand(**r.cli_filters(self.caps)) for r in lines])
 
     @property
     def dumps(self) -> int:
@@ -323,7 +408,7 @@ def plan_deletes(
     netlink: bool = False,
     batch_size: int = 1000,
     model: CostModel = DEFAULT_COST_MODEL,
-    negated_status: bool = True,
+    caps: capabilities.Capabilities = capabilities.LATEST,
 ) -> DeletePlan:
     """Merge ``requests`` and choose the cheapest way to run them.
 
@@ -333,8 +418,8 @@ def plan_deletes(
     :param netlink: whether exact deletes can go over netlink.
     :param batch_size: ``-D`` lines per ``-R`` process.
     :param model: the cost model.
-    :param negated_status: whether the release's ``-u`` takes ``!FLAG``
-        words; without, such requests are matched on a dump.
+    :param caps: the release's capabilities: requests its conntrack would
+        misread (see :meth:`Request.cli_ok_for`) are matched on a dump.
     :returns: the plan.
     """
     received = list(requests)
@@ -342,7 +427,7 @@ def plan_deletes(
     kept = _drop_subsumed(_join_families(unique))
     zone_wide = tuple(sorted(r.filters["zone"] for r in kept if r.zone_wide))
     rest = [r for r in kept if not r.zone_wide]
-    cli = {r: r.cli_ok_for(negated_status) for r in rest}
+    cli = {r: r.cli_ok_for(caps) for r in rest}
     both = [r for r in rest if cli[r] and r.dump_ok]
     cli_only = tuple(r for r in rest if cli[r] and not r.dump_ok)
     dump_only = [r for r in rest if r.dump_ok and not cli[r]]
@@ -351,7 +436,7 @@ def plan_deletes(
     cli_cost = model.cli_cost(len(both) + len(zone_wide), size, batch_size)
     prefiltered = matching.line_prefilter([r.filters for r in both + dump_only],
                                           zone_wide) is not None
-    narrowed = bool(common_cli_filters(both + dump_only, zone_wide))
+    narrowed = bool(common_cli_filters(both + dump_only, zone_wide, caps))
     dump_cost = model.dump_cost(len(both) + len(dump_only), size, netlink, prefiltered,
                                 narrowed)
     strategy = "dump" if dump_only or (both and dump_cost < cli_cost) else "cli"
@@ -360,7 +445,7 @@ def plan_deletes(
                       received=len(received), merged=len(received) - len(unique),
                       dropped=len(unique) - len(kept), batch_size=batch_size,
                       cli_requests=cli_only, filtered=filtered,
-                      estimate=dump_cost if strategy == "dump" else cli_cost)
+                      estimate=dump_cost if strategy == "dump" else cli_cost, caps=caps)
 
 
 def _join_families(requests: list[Request]) -> list[Request]:

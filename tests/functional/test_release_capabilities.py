@@ -11,8 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 
-import pytest
-
 from conntrack_lib import capabilities, commands
 from conntrack_lib.executor import PrivsepExecutor, ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
@@ -88,18 +86,6 @@ def test_batched_create_and_status_delete_work_without_load_file(ns: str) -> Non
     assert helper.count() == 38
 
 
-# 1.4.5's -L/-D take "-s NET/LEN" and match nothing (measured: "0 flow
-# entries" for flows inside the prefix).  The library does not yet route
-# prefixes around it; strict, so this fails loudly once it does.
-def _before_146() -> bool:
-    try:
-        return netns.release() < (1, 4, 6)
-    except (OSError, subprocess.CalledProcessError):
-        return False  # no binary: the ns fixture says so loudly
-
-
-@pytest.mark.xfail(_before_146(), strict=True,
-                   reason="1.4.5 prefix filters match nothing; not yet routed around")
 def test_prefix_filters_mean_the_same_on_every_release(ns: str) -> None:
     helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
     flows = [{"proto": "udp", "src": f"10.8.0.{i}", "dst": "10.9.0.2", "sport": 1,
@@ -108,3 +94,54 @@ def test_prefix_filters_mean_the_same_on_every_release(ns: str) -> None:
     assert len(helper.list_entries(status="!SEEN_REPLY", src="10.8.0.0/30")) == 3
     assert helper.delete_many([{"src": "10.8.0.0/30"}, {"src": "10.8.0.40"}]).deleted == 4
     assert helper.count() == 36
+    assert helper.delete_entries(src="10.8.0.8/29") == 8
+    assert helper.create_entries([{"proto": "udp", "src": f"fd00::{i}", "dst": "fd00::ff",
+                                   "sport": 1, "dport": 53, "timeout": 600}
+                                  for i in range(1, 9)]) == 8
+    assert len(helper.list_entries(src="fd00::/126")) == 3
+    assert helper.delete_entries(src="fd00::4/126") == 4
+    assert helper.count() == 32
+
+
+def _seed_families(ns: str) -> None:
+    """Seed two IPv4 and two IPv6 flows in zone 7 and one of each outside it."""
+    flows = [("10.8.0.1", "10.9.0.2", 7), ("10.8.0.2", "10.9.0.2", 7),
+             ("10.8.0.1", "10.9.0.2", None), ("fd00::1", "fd00::ff", 7),
+             ("fd00::2", "fd00::ff", 7), ("fd00::1", "fd00::ff", None)]
+    netns.seed(ns, [commands.CreateCommand(proto="udp", src=src, dst=dst, sport=1, dport=53,
+                                           timeout=600, zone=zone)
+                    for src, dst, zone in flows])
+
+
+def _families_listed(ns: str, args: list[str]) -> set[str]:
+    done = netns.run(ns, args)
+    assert done.returncode == 0, done.stderr
+    return {"ipv6" if "src=fd00" in line else "ipv4" for line in done.stdout.splitlines()}
+
+
+def test_family_rows(ns: str) -> None:
+    _seed_families(ns)
+    caps = _caps()
+    # The binary: what -f and its absence list on this release.
+    every = {"ipv4", "ipv6"}
+    assert _families_listed(ns, ["-L", "-f", "ipv6"]) == ({"ipv6"} if caps.family_filter
+                                                            else every)
+    assert _families_listed(ns, ["-L"]) == ({caps.default_family} if caps.default_family
+                                             else every)
+    # An address pins the family on every release.
+    assert _families_listed(ns, ["-L", "-f", "ipv6", "-s", "fd00::1"]) == {"ipv6"}
+
+
+def test_family_requests_mean_the_same_on_every_release(ns: str) -> None:
+    _seed_families(ns)
+    helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
+    assert len(helper.list_entries()) == 6
+    assert {e.family for e in helper.list_entries(family="ipv6")} == {"ipv6"}
+    assert len(helper.list_entries(zone=7)) == 4
+    assert helper.delete_entries(family="ipv4", zone=7) == 2
+    assert {e.family for e in helper.list_entries(zone=7)} == {"ipv6"}
+    assert helper.flush_zone(7) == 2
+    assert sorted(str(e.original.src) for e in helper.list_entries()) == ["10.8.0.1",
+                                                                           "fd00::1"]
+    assert helper.delete_entries(proto="udp") == 2
+    assert helper.count() == 0

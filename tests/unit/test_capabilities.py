@@ -122,3 +122,100 @@ def test_without_events_family_the_family_is_matched_per_event() -> None:
     assert [e.entry.family for e in seen] == ["ipv6"]
     sent = [c for c in fake.calls if isinstance(c, commands.EventsCommand)]
     assert sent and all("family" not in c.fields for c in sent)
+
+
+# -- what 1.4.5 and 1.4.6 misread is routed around -----------------------------
+
+
+def _seeded(release: capabilities.Release) -> tuple[_Release, ConntrackHelper]:
+    """Return a fake of ``release`` holding IPv4 and IPv6 flows, some in zone 7."""
+    fake = _Release(release)
+    helper = ConntrackHelper(executor=fake)
+    for i in range(1, 5):
+        helper.create_entry(proto="udp", src=f"10.8.0.{i}", dst="10.9.0.2", sport=1,
+                            dport=53, timeout=60, zone=7 if i > 2 else None)
+        helper.create_entry(proto="udp", src=f"fd00::{i}", dst="fd00::ff", sport=1,
+                            dport=53, timeout=60, zone=7 if i > 2 else None)
+    helper.create_entry(proto="icmp", src="10.8.0.9", dst="10.9.0.2", icmp_type=8,
+                        icmp_code=0, icmp_id=1, timeout=60)
+    fake.calls.clear()
+    return fake, helper
+
+
+def _sent(fake: FakeConntrack, kind: type) -> list[dict[str, object]]:
+    return [c.fields for c in fake.calls if isinstance(c, kind)]
+
+
+def test_1_4_5_gets_src_prefixes_as_masks() -> None:
+    fake, helper = _seeded((1, 4, 5))
+    found = helper.list_entries(src="10.8.0.0/31")
+    assert sorted(str(e.original.src) for e in found) == ["10.8.0.1"]
+    assert _sent(fake, commands.ListCommand) == [
+        {"src": "10.8.0.0", "mask_src": "255.255.255.254"}]
+
+
+def test_1_4_5_never_trusts_a_bare_family() -> None:
+    fake, helper = _seeded((1, 4, 5))
+    assert {e.family for e in helper.list_entries(family="ipv6")} == {"ipv6"}
+    assert helper.delete_entries(family="ipv6", proto="udp") == 4
+    assert helper.count() == 5
+    for fields in _sent(fake, commands.ListCommand) + _sent(fake, commands.DeleteCommand):
+        assert "family" not in fields or "src" in fields, fields
+
+
+def test_1_4_5_family_with_an_address_stays_with_conntrack() -> None:
+    fake, helper = _seeded((1, 4, 5))
+    assert len(helper.list_entries(family="ipv6", src="fd00::1")) == 1
+    assert _sent(fake, commands.ListCommand) == [{"family": "ipv6", "src": "fd00::1"}]
+
+
+def test_1_4_6_lists_each_family_when_none_is_given() -> None:
+    fake, helper = _seeded((1, 4, 6))
+    assert len(helper.list_entries()) == 9
+    assert [f.get("family") for f in _sent(fake, commands.ListCommand)] == ["ipv4", "ipv6"]
+
+
+def test_1_4_6_leaves_out_the_family_a_protocol_excludes() -> None:
+    fake, helper = _seeded((1, 4, 6))
+    assert len(helper.list_entries(proto="icmp")) == 1
+    assert _sent(fake, commands.ListCommand) == [{"family": "ipv4", "proto": "icmp"}]
+
+
+def test_1_4_6_flushes_a_zone_in_every_family() -> None:
+    fake, helper = _seeded((1, 4, 6))
+    assert helper.flush_zone(7) == 4
+    assert helper.count() == 5
+    deletes = _sent(fake, commands.DeleteCommand)
+    lists = _sent(fake, commands.ListCommand)
+    # Either one -D per family or a dump per family: never a family-less command.
+    assert deletes or lists
+    assert all("family" in f for f in deletes + lists)
+
+
+def test_1_4_6_deletes_without_a_family_in_both_families() -> None:
+    fake, helper = _seeded((1, 4, 6))
+    assert helper.delete_entries(proto="udp", sport=1) == 8
+    assert helper.count() == 1
+    assert all("family" in f for f in _sent(fake, commands.DeleteCommand)
+               + _sent(fake, commands.ListCommand))
+
+
+def test_1_4_5_updates_a_prefix_flow_by_flow() -> None:
+    fake, helper = _seeded((1, 4, 5))
+    assert helper.update_entries({"src": "10.8.0.0/31"}, mark=9) == 1
+    updates = _sent(fake, commands.UpdateCommand)
+    assert updates and all("/" not in str(f.get("src")) for f in updates)
+    assert [str(e.original.src) for e in helper.list_entries(mark=9)] == ["10.8.0.1"]
+
+
+@pytest.mark.parametrize("release", capabilities.MEASURED)
+def test_every_release_answers_the_same(release: capabilities.Release) -> None:
+    questions: list[dict[str, object]] = [
+        {}, {"family": "ipv6"}, {"family": "ipv4", "proto": "udp"}, {"src": "10.8.0.0/30"},
+        {"dst": "fd00::/64"}, {"src": "fd00::/126", "zone": 7}, {"zone": 7},
+        {"zone": 7, "family": "ipv6"}, {"proto": "icmp"}]
+    _, modern = _seeded(capabilities.MEASURED[-1])
+    _, old = _seeded(release)
+    for question in questions:
+        want = sorted(map(str, modern.list_entries(**question)))
+        assert sorted(map(str, old.list_entries(**question))) == want, question
