@@ -758,13 +758,19 @@ class FlushFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mis
         if parsed_args.dry_run:
             return self.dry_run(command)
         helper = self.app.helper()
+        # Every command that removes flows asks first, a zone (zone 0 is
+        # every unzoned flow) as much as the whole table.
         if parsed_args.all:
             if not parsed_args.yes:
                 self.confirm(f"flush all {helper.count()} flows{_where(self.app)}?")
             flushed = self.with_progress("flushing", helper.flush_table)
         else:
-            flushed = self.with_progress(
-                "flushing zone", lambda: helper.flush_table(zone=parsed_args.zone))
+            zone = command.get("zone")
+            if not parsed_args.yes:
+                self.confirm(f"flush the {helper.count(zone=zone)} flows of zone "
+                             f"{zone}{_where(self.app)}?")
+            flushed = self.with_progress("flushing zone",
+                                         lambda: helper.flush_table(zone=zone))
         return ("deleted",), (flushed,)
 
 

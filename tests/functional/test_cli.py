@@ -138,7 +138,7 @@ def test_delete_dry_run_prints_the_argv(seeded: str) -> None:
 
 def test_flush_zone_then_all(seeded: str) -> None:
     done = cli("--executor", "process", "--namespace", seeded, "flush", "--zone", str(ZONE),
-               "-f", "value")
+               "--yes", "-f", "value")
     assert (done.returncode, done.stdout.strip()) == (0, "4"), done.stderr
     assert len(netns.table(seeded)) == 4
     done = cli("--executor", "process", "--namespace", seeded, "flush", "--all", "--yes",

@@ -374,9 +374,23 @@ def test_quick_delete_on_a_terminal_shows_no_progress(fake: FakeConntrack) -> No
 
 
 def test_flush_zone(fake: FakeConntrack) -> None:
-    result = run(["flush", "--zone", "5", "-f", "json"], fake)
+    result = run(["flush", "--zone", "5", "--yes", "-f", "json"], fake)
     assert (result.code, result.json()) == (0, {"deleted": 2})
     assert all(e.zone == 0 for e in fake.entries())
+
+
+@pytest.mark.parametrize("zone", ["0", "5"])
+def test_flush_zone_needs_confirmation(fake: FakeConntrack, zone: str) -> None:
+    # Zone 0 is every unzoned flow: it must ask as delete --zone 0 does.
+    before = len(fake.entries())
+    refused = run(["flush", "--zone", zone], fake)
+    assert refused.code == cli.EXIT_ABORTED and "pass --yes" in refused.err
+    said_no = run(["flush", "--zone", zone], fake, stdin=TTY("n\n"))
+    assert said_no.code == cli.EXIT_ABORTED and f"flows of zone {zone}?" in said_no.err
+    assert len(fake.entries()) == before
+    said_yes = run(["flush", "--zone", zone, "-f", "value"], fake, stdin=TTY("y\n"))
+    assert said_yes.code == 0 and int(said_yes.out) > 0
+    assert len(fake.entries()) == before - int(said_yes.out)
 
 
 def test_flush_all_needs_confirmation(fake: FakeConntrack) -> None:
