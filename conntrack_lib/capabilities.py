@@ -62,6 +62,11 @@ class Capabilities:
         before, they take every family unless an address pins one.
     :ivar default_family: the only family a ``-L``/``-D`` without ``-f``
         and without an address covers; None when it covers every family.
+    :ivar mark_ipv4_only: a ``-L``/``-D -m MARK`` without ``-f`` and without
+        an address covers IPv4 only (1.4.5 honours ``-f`` with ``-m``).
+    :ivar icmp_reply_create: ``-I -p icmp`` naming the reply addresses (as
+        ``CreateCommand.from_entry`` does) works; before, "invalid
+        parameters".
     """
 
     release: Release
@@ -73,6 +78,8 @@ class Capabilities:
     prefix_filters: bool = True
     family_filter: bool = True
     default_family: str | None = None
+    icmp_reply_create: bool = True
+    mark_ipv4_only: bool = False
 
     @property
     def version(self) -> str:
@@ -116,6 +123,8 @@ def for_release(release: Release) -> Capabilities:
         prefix_filters=release >= _PREFIX_SINCE,
         family_filter=release >= _FAMILY_FILTER_SINCE,
         default_family="ipv4" if release in _IPV4_BY_DEFAULT else None,
+        icmp_reply_create=modern,
+        mark_ipv4_only=not modern,
     )
 
 
@@ -193,9 +202,20 @@ ROWS: Final[tuple[Row, ...]] = (
         ("every family", "IPv4 flows only", "every family", "every family", "every family"),
         "on 1.4.6 a request with no family and no address lists (and deletes "
         "from) each family's dump"),
+    Row("ICMP create naming the reply addresses",
+        "conntrack -I -p icmp -s A -d B -r B -q A --icmp-type 8 --icmp-code 0 --icmp-id 4 -t 30",
+        ("refused: invalid parameters (exit 1)", "refused: invalid parameters (exit 1)",
+         "ok", "ok", "ok"),
+        "before 1.4.7 every create that netlink encodes goes by netlink create"),
     Row("family filter", "conntrack -L -f ipv6; conntrack -D -f ipv4",
-        ("every family", "that family", "that family", "that family", "that family"),
-        "on 1.4.5 the family is matched on the dump unless an address pins it"),
+        ("every family (that family with -m)", "that family", "that family", "that family",
+         "that family"),
+        "on 1.4.5 the family is matched on the dump unless an address or a mark "
+        "filter goes with it"),
+    Row("mark filter without a family", "conntrack -L -m 0",
+        ("IPv4 flows only", "IPv4 flows only", "every family", "every family",
+         "every family"),
+        "before 1.4.7 a mark request with no family and no address goes once per family"),
 )
 
 

@@ -412,7 +412,13 @@ class ConntrackHelper:
         """
         if "timeout" not in fields:
             raise exc.InvalidArgumentError("timeout", None, "a new flow needs a timeout")
-        self.executor.execute(commands.CreateCommand(**fields), namespace=self.namespace)
+        command = commands.CreateCommand(**fields)
+        if not self.capabilities.load_file:
+            # Before 1.4.7 conntrack -I refuses a flow naming its reply
+            # addresses without reply ports or ICMP fields; netlink create
+            # sends what 1.4.7 sends.
+            return self._create_without_load_file([command])
+        self.executor.execute(command, namespace=self.namespace)
         return 1
 
     def create_entries(self, flows: Iterable[Mapping[str, Any]]) -> int:

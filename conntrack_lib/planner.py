@@ -116,14 +116,16 @@ class Request:
         if not self.cli_ok:
             return False
         fields = self.filters
+        # UNREPLIED is the library's word for !SEEN_REPLY: refused alike.
         if not caps.negated_status and any(
-                w.startswith("!") for w in matching._words(fields.get("status", ()))):
+                w.startswith("!") or w == "UNREPLIED"
+                for w in matching._words(fields.get("status", ()))):
             return False
-        if any(k in fields for k in _ADDRESS_KEYS):
+        if _pinned(fields):
             return True
         if "family" in fields:
-            return caps.family_filter
-        return caps.default_family is None
+            return _family_honoured(fields, caps)
+        return not _one_family_only(fields, caps)
 
     def cli_filters(self, caps: capabilities.Capabilities = capabilities.LATEST
                     ) -> dict[str, Any]:
@@ -261,9 +263,24 @@ def _for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> 
                 network = netaddr.IPNetwork(out[name])
                 out[name] = str(network.network)
                 out[f"mask_{name}"] = str(network.netmask)
-    if not caps.family_filter and not any(k in out for k in _ADDRESS_KEYS):
+    if not _pinned(out) and not _family_honoured(out, caps):
         out.pop("family", None)
     return out
+
+
+def _pinned(fields: Mapping[str, Any]) -> bool:
+    """Tell whether an address pins the family of a command (on every release)."""
+    return any(k in fields for k in _ADDRESS_KEYS)
+
+
+def _family_honoured(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> bool:
+    """Tell whether the release keeps a ``-L``/``-D`` with ``fields`` to ``-f``'s family."""
+    return caps.family_filter or "mark" in fields
+
+
+def _one_family_only(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> bool:
+    """Tell whether a family-less ``-L``/``-D`` with ``fields`` covers IPv4 only."""
+    return caps.default_family is not None or (caps.mark_ipv4_only and "mark" in fields)
 
 
 def listings(fields: Mapping[str, Any], caps: capabilities.Capabilities = capabilities.LATEST
@@ -271,18 +288,26 @@ def listings(fields: Mapping[str, Any], caps: capabilities.Capabilities = capabi
     """Return the filters of the ``-L`` (or ``-D``) commands that together cover ``fields``.
 
     One command, except where the release covers IPv4 only without a
-    family or an address (1.4.6): then one per family, leaving out a
-    family the protocol excludes (icmp, icmpv6).
+    family or an address (1.4.6; 1.4.5 with a mark filter): then one per
+    family, leaving out a family the other filters exclude (icmp, a NAT
+    address).
 
     :param fields: filters in the release's form (see :meth:`Request.split`).
     :param caps: the release's capabilities.
     :returns: the filters of each command.
     """
-    if (caps.default_family is None or "family" in fields
-            or any(k in fields for k in _ADDRESS_KEYS)):
+    if _pinned(fields) or "family" in fields or not _one_family_only(fields, caps):
         return [dict(fields)]
-    only = {"icmp": "ipv4", "icmpv6": "ipv6"}.get(str(fields.get("proto")))
-    return [{**fields, "family": family} for family in FAMILIES if only in (None, family)]
+    return [{**fields, "family": family} for family in FAMILIES if _fits(fields, family)]
+
+
+def _fits(fields: Mapping[str, Any], family: str) -> bool:
+    """Tell whether ``fields`` can select flows of ``family`` (icmp, a NAT address)."""
+    try:
+        commands._check_family({**fields, "family": family})
+    except exc.InvalidArgumentError:
+        return False
+    return True
 
 
 def common_cli_filters(requests: Iterable[Request], zones: Iterable[int] = (),

@@ -64,8 +64,15 @@ def sysctl(ns: str, *assignments: str) -> None:
 
 
 def table(ns: str) -> list[str]:
-    """Return the lines of a plain ``conntrack -L`` in ``ns``."""
-    out = run(ns, ["-L"], check=True).stdout
+    """Return the lines of a plain ``conntrack -L`` in ``ns``: every family's flows.
+
+    1.4.6's ``-L`` lists IPv4 only: there each family is listed in turn.
+    """
+    if capabilities.for_release(release()).default_family is None:
+        out = run(ns, ["-L"], check=True).stdout
+    else:
+        out = "".join(run(ns, ["-L", "-f", family], check=True).stdout
+                      for family in ("ipv4", "ipv6"))
     return [line for line in out.splitlines() if line.strip()]
 
 

@@ -130,12 +130,18 @@ def test_family_rows(ns: str) -> None:
                                              else every)
     # An address pins the family on every release.
     assert _families_listed(ns, ["-L", "-f", "ipv6", "-s", "fd00::1"]) == {"ipv6"}
+    # A mark filter: -f is honoured everywhere; without it, IPv4 only before 1.4.7.
+    assert _families_listed(ns, ["-L", "-f", "ipv6", "-m", "0"]) == {"ipv6"}
+    assert _families_listed(ns, ["-L", "-m", "0"]) == ({"ipv4"} if caps.mark_ipv4_only
+                                                        else every)
 
 
 def test_family_requests_mean_the_same_on_every_release(ns: str) -> None:
     _seed_families(ns)
     helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
     assert len(helper.list_entries()) == 6
+    assert len(helper.list_entries(mark=0)) == 6
+    assert {e.family for e in helper.list_entries(mark=0, family="ipv6")} == {"ipv6"}
     assert {e.family for e in helper.list_entries(family="ipv6")} == {"ipv6"}
     assert len(helper.list_entries(zone=7)) == 4
     assert helper.delete_entries(family="ipv4", zone=7) == 2
@@ -145,3 +151,21 @@ def test_family_requests_mean_the_same_on_every_release(ns: str) -> None:
                                                                            "fd00::1"]
     assert helper.delete_entries(proto="udp") == 2
     assert helper.count() == 0
+
+
+def test_icmp_reply_create_row(ns: str) -> None:
+    done = netns.run(ns, ["-I", "-p", "icmp", "-s", "10.7.0.1", "-d", "10.7.0.2", "-r",
+                          "10.7.0.2", "-q", "10.7.0.1", "--icmp-type", "8", "--icmp-code", "0",
+                          "--icmp-id", "4", "-t", "30"])
+    assert (done.returncode == 0) is _caps().icmp_reply_create, done.stderr
+    if done.returncode:
+        assert "invalid parameters" in done.stderr
+
+
+def test_create_entry_from_an_icmp_entry_works_on_every_release(ns: str) -> None:
+    helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
+    assert helper.create_entry(proto="icmp", src="10.7.0.1", dst="10.7.0.2",
+                               reply_src="10.7.0.2", reply_dst="10.7.0.1", icmp_type=8,
+                               icmp_code=0, icmp_id=4, timeout=30) == 1
+    (entry,) = helper.list_entries(proto="icmp")
+    assert (entry.reply.icmp_type, entry.reply.icmp_id) == (0, 4)
