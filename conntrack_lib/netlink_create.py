@@ -344,8 +344,19 @@ def create_error(errno: int, command: commands.CreateCommand) -> exceptions.Comm
     """
     argv = ("netlink", "create", *command.argv())
     error: type[exceptions.CommandError] = _ERROR_CLASSES.get(errno, exceptions.CommandError)
-    return error(argv, errno, "", f"{os.strerror(errno)}: {command}")
+    # Worded as conntrack -I words it, so one failure reads the same
+    # whichever road the create took.
+    text = _CLI_WORDING.get(errno) or os.strerror(errno)
+    return error(argv, errno, "", f"Operation failed: {text} ({command})")
 
+
+#: What conntrack -I prints after "Operation failed: " for these errnos.
+_CLI_WORDING: Final[Mapping[int, str]] = {
+    errno_codes.EEXIST: "Such conntrack exists, try -U to update",
+    errno_codes.ENOMEM: "not enough memory",
+    errno_codes.ETIME: "conntrack has expired",
+    errno_codes.EPERM: "sorry, you must be root or get CAP_NET_ADMIN capability to do this",
+}
 
 _ERROR_CLASSES: Final[Mapping[int, type[exceptions.CommandError]]] = {
     errno_codes.EEXIST: exceptions.EntryExistsError,

@@ -13,6 +13,7 @@ invitation to make it.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -37,6 +38,8 @@ EXIT_NOT_FOUND = 127
 EVENTS_GRACE = 2.0
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: prctl option: the signal a child gets when its parent thread ends.
+_PR_SET_PDEATHSIG = 1
 # The child sees a fixed, minimal environment: no caller-controlled
 # LD_PRELOAD or PATH can reach a process that runs with root's capabilities.
 _CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -198,7 +201,15 @@ def build_argv(command: Renderable, binary: str, namespace: str | None) -> tuple
     return (NSENTER, f"--net={ensure_exists(namespace, argv)}", "--", *argv)
 
 
-def launch(argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str] | ProcessOutput:
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this (forked, not yet exec'd) child when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def launch(argv: Sequence[str], *, stdin: bool = False,
+           die_with_parent: bool = False) -> subprocess.Popen[str] | ProcessOutput:
     """Start ``argv``: the one place a child process of this library begins.
 
     No shell, no inherited descriptors, a fixed minimal environment, text
@@ -209,6 +220,10 @@ def launch(argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str]
     handles every path, streaming or not.
 
     :param stdin: give the child a pipe to write to (else ``/dev/null``).
+    :param die_with_parent: the child is killed when the thread that started
+        it ends (its process died): for ``conntrack -E``, which never ends by
+        itself and would outlive a crashed privsep daemon for ever.  Only for
+        such children, as it costs the fast spawn path.
     :returns: the running child, or the outcome of a failed exec.
     """
     try:
@@ -221,6 +236,7 @@ def launch(argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str]
             env=_CHILD_ENV,
             encoding="utf-8",
             errors="surrogateescape",
+            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
         )
     except FileNotFoundError as err:
         return ProcessOutput(EXIT_NOT_FOUND, "", f"{argv[0]}: {err.strerror}")
@@ -247,7 +263,7 @@ def run(
         the child has been killed.
     :raises OutputUnavailableError: stdout grew past ``max_stdout``.
     """
-    proc = launch(argv, stdin=stdin is not None)
+    proc = launch(argv, stdin=stdin is not None, die_with_parent=duration is not None)
     if isinstance(proc, ProcessOutput):
         return proc
     with proc:
@@ -334,7 +350,7 @@ class LineStream:
         self.stderr = ""
 
     def __iter__(self) -> Iterator[str]:
-        proc = launch(self.argv)
+        proc = launch(self.argv, die_with_parent=self.duration is not None)
         if isinstance(proc, ProcessOutput):
             self.exit_code, self.stderr = proc.exit_code, proc.stderr
             return

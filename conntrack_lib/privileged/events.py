@@ -133,6 +133,8 @@ def _spawn(argv: tuple[str, ...], timeout: float, duration: float) -> _Stream:
     proc = subprocess.Popen(
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         close_fds=True, env=netns._CHILD_ENV, bufsize=0,
+        # -E never ends by itself: it must not outlive a crashed daemon.
+        preexec_fn=netns._die_with_parent,  # noqa: PLW1509
     )
     expired = threading.Event()
 

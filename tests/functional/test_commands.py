@@ -16,7 +16,7 @@ from typing import Any
 import netaddr
 import pytest
 
-from conntrack_lib import capabilities, executor, models, planner
+from conntrack_lib import capabilities, executor, models
 from conntrack_lib import commands as c
 from tests.functional import netns
 from tests.functional.conftest import _missing
@@ -80,36 +80,12 @@ def seeded(ctns: str) -> str:
 
 
 def run(ns: str, command: c.Command) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` in ``ns`` the way an executor would."""
-    if isinstance(command, c.BatchCommand):
-        # Before 1.4.7 (no -R) the same lines run one process each.
-        return netns.load(ns, command.stdin())
-    if isinstance(command, (c.ListCommand, c.DeleteCommand)):
-        # 1.4.6's -L/-D without a family take IPv4 only: one per family, as
-        # the helper does (planner.listings).
-        parts = planner.listings(command.fields, _caps())
-        if parts != [command.fields]:
-            return _joined([netns.run(ns, type(command)(**f).argv()) for f in parts])
-    return netns.run(ns, command.argv())
+    """Run ``command`` in ``ns`` the way an executor would on the release under test."""
+    return netns.run_command(ns, command)
 
 
 def _caps() -> capabilities.Capabilities:
     return capabilities.for_release(netns.release())
-
-
-def _joined(results: list[subprocess.CompletedProcess[str]]
-            ) -> subprocess.CompletedProcess[str]:
-    """Return one result for commands run in turn, their summaries added up."""
-    refused = [r for r in results if " flow entries have been " not in r.stderr]
-    if refused:
-        return refused[0]
-    total = sum(affected(r, None) for r in results)
-    line = next(x for x in results[0].stderr.splitlines() if " flow entries have been " in x)
-    head, _, tail = line.partition(": ")
-    stderr = f"{head}: {total} flow entries have been {tail.split()[-1]}\n"
-    code = 0 if any(r.returncode == 0 for r in results) else results[-1].returncode
-    return subprocess.CompletedProcess(results[0].args, code,
-                                       "".join(r.stdout for r in results), stderr)
 
 
 def affected(result: subprocess.CompletedProcess[str], word: str | None) -> int:

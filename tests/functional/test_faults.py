@@ -304,6 +304,39 @@ def test_daemon_killed_mid_batch(fns: str, daemon: None, watch: Watch,
     watch.assert_clean(daemon=True)
 
 
+def test_daemon_killed_mid_capture_leaves_no_conntrack_behind(fns: str, daemon: None,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    # conntrack -E never ends by itself: without PR_SET_PDEATHSIG it would
+    # run as root for ever after the daemon died, pinning the namespace.
+    monkeypatch.setattr(logging.getLogger("conntrack_lib.executor"), "disabled", True)
+    run = executor.PrivsepExecutor()
+    assert run.execute(commands.CountCommand(), namespace=fns).count == 0
+    first = daemon_pid()
+    outcome: dict[str, Any] = {}
+
+    def capture() -> None:
+        try:
+            outcome["lines"] = list(run.iter_events(commands.EventsCommand(duration=60),
+                                                    namespace=fns))
+        except exc.ConntrackError as err:
+            outcome["error"] = err
+
+    worker = threading.Thread(target=capture)
+    worker.start()
+    wait_until(lambda: not no_conntrack_in(fns), "conntrack -E to start", timeout=WAIT)
+    os.kill(first, 9)
+    worker.join(WAIT)
+    assert not worker.is_alive()
+    assert isinstance(outcome.get("error"), exc.CommandError), outcome
+    outcome.clear()
+    wait_until(lambda: no_conntrack_in(fns), "the capture's conntrack to die with the daemon",
+               timeout=5)
+    # The next call starts a new daemon and works.
+    assert run.execute(commands.CountCommand(), namespace=fns).count == 0
+    reap(first)
+
+
 # --------------------------------------------------------------------------
 # 4. A command runs past its timeout
 # --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the package index (the same one the test command installs from).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -24,8 +25,11 @@ RUNTIME = {"pbr", "netaddr", "oslo.concurrency", "oslo.config", "oslo.log", "osl
 
 
 def _run(*argv: str | pathlib.Path, cwd: pathlib.Path = ROOT) -> str:
+    # Without PYTHONPATH: the fresh venv must import the installed wheel,
+    # never a checkout a caller put on the path.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, check=False)
+                          timeout=600, check=False, env=env)
     assert done.returncode == 0, f"{argv}: {done.stderr[-2000:]}"
     return done.stdout
 

@@ -330,6 +330,15 @@ def test_create_error_types_and_survives_the_wire(code: int, cls: type) -> None:
     assert pickle.loads(pickle.dumps(err)).args == err.args
 
 
+@pytest.mark.parametrize(("code", "words"), [
+    (errno.EEXIST, "Operation failed: Such conntrack exists, try -U to update"),
+    (errno.ENOMEM, "Operation failed: not enough memory"),
+    (errno.EINVAL, "Operation failed: Invalid argument"),
+])
+def test_create_error_reads_as_conntrack_i_words_it(code: int, words: str) -> None:
+    assert nc.create_error(code, create(**UDP)).stderr.startswith(words + " (")
+
+
 def test_helper_has_no_private_error_mapping_left() -> None:
     from conntrack_lib import helper
 
