@@ -291,6 +291,7 @@ def to_entry(flow: Flow, now: float) -> Entry:
 
 
 def protocol_number(value: Any) -> int:
+    """Return the protocol number of a ``proto`` field (a number or a name)."""
     if isinstance(value, int):
         return value
     return constants.PROTOCOL_NUMBERS[str(value).lower()]
@@ -510,6 +511,7 @@ def update_values(flow: Flow, changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def unchanged(flow: Flow, values: Mapping[str, Any], now: float) -> bool:
+    """Tell whether ``flow`` already has every ``-U`` value in ``values``."""
     current = {"timeout": flow.remaining(now), "mark": flow.mark, "status": flow.status,
                "state": flow.state, "labels": flow.labels}
     return all(current[name] == value for name, value in values.items())
