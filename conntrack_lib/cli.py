@@ -9,6 +9,10 @@ lazily from one ``conntrack -L`` so a large table is not held twice.
 Exit codes: 0 success, 1 conntrack or runtime failure, 2 invalid
 arguments, 3 permission denied, 4 network namespace not found, 5 the
 operator declined a confirmation.
+
+This module holds the cliff application and its command classes; the
+columns, the row builder, the streaming JSON formatter and the
+confirmation and progress mixin are in :mod:`conntrack_lib.cli_format`.
 """
 
 from __future__ import annotations
@@ -16,29 +20,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import os
-import shlex
 import sys
-import textwrap
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from cliff import app as cliff_app
-from cliff import columns as cliff_columns
 from cliff import command as cliff_command
 from cliff import commandmanager, lister, show
-from cliff.formatters import json_format
 from oslo_config import cfg
 
 from conntrack_lib import constants, netns
 from conntrack_lib import exceptions as exc
+
+# Some of these names are imported only so that they stay importable from
+# cli.py, where they were before the formatting helpers moved.
+from conntrack_lib.cli_format import (  # noqa: F401
+    ENTRY_COLUMNS,
+    PROGRESS_AFTER,
+    PROGRESS_EVERY,
+    Aborted,
+    ArgvColumn,
+    ConfirmMixin,
+    CountersColumn,
+    FlowTupleColumn,
+    PairsColumn,
+    StreamingJSONFormatter,
+    WordsColumn,
+    entry_row,
+    field_names,
+)
 from conntrack_lib.helper import ConntrackHelper
-from conntrack_lib.models import Counters, CpuStats, Entry, FlowTuple
+from conntrack_lib.models import CpuStats, Entry
 from conntrack_lib.zones import MemoryZoneStore
 
 PROG = "conntrack-lib"
@@ -50,10 +65,6 @@ EXIT_PERMISSION = 3
 EXIT_NO_NAMESPACE = 4
 EXIT_ABORTED = 5
 
-#: Seconds a delete runs before a progress line appears on a terminal.
-PROGRESS_AFTER = 1.0
-#: Seconds between two refreshes of the progress line.
-PROGRESS_EVERY = 0.5
 
 #: Builds the executor from the ``--executor`` choice, the configuration
 #: and the ``--namespace`` value.
@@ -61,145 +72,6 @@ ExecutorFactory = Callable[[str, cfg.ConfigOpts, "str | None"], Any]
 
 #: Bit of CAP_NET_ADMIN in the capability sets of /proc/self/status.
 _CAP_NET_ADMIN_BIT = 12
-
-
-class Aborted(Exception):  # noqa: N818 - an outcome, not an error of the library
-    """The operator declined, or could not be asked for, a confirmation."""
-
-
-# -- columns -----------------------------------------------------------------
-
-
-def field_names(model: Any) -> tuple[str, ...]:
-    """Return the field names of a model class, in declaration order."""
-    return tuple(f.name for f in dataclasses.fields(model))
-
-
-_TUPLE_FIELDS = field_names(FlowTuple)
-_COUNTER_FIELDS = field_names(Counters)
-
-
-class FlowTupleColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
-    """Show a :class:`FlowTuple` as text, or as a dict for json and yaml."""
-
-    def human_readable(self) -> str:
-        """Return the tuple as ``src:port -> dst:port``."""
-        return str(self._value)
-
-    def machine_readable(self) -> dict[str, Any]:
-        """Return every field of the tuple; addresses as strings."""
-        flow: FlowTuple = self._value
-        data = {name: getattr(flow, name) for name in _TUPLE_FIELDS}
-        data["src"] = str(flow.src)
-        data["dst"] = str(flow.dst)
-        return data
-
-
-class WordsColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
-    """Show a set of words (status flags, labels) sorted."""
-
-    def human_readable(self) -> str:
-        """Return the words joined by commas."""
-        return ",".join(self.machine_readable())
-
-    def machine_readable(self) -> list[str]:
-        """Return the words as a sorted list."""
-        return sorted(self._value)
-
-
-class CountersColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
-    """Show the packet and byte counters, absent when accounting is off."""
-
-    def human_readable(self) -> str:
-        """Return the counters as one short phrase, or nothing."""
-        return "" if self._value is None else str(self._value)
-
-    def machine_readable(self) -> dict[str, int] | None:
-        """Return the four counters as a dict, or None."""
-        counters: Counters | None = self._value
-        if counters is None:
-            return None
-        return {name: int(getattr(counters, name)) for name in _COUNTER_FIELDS}
-
-
-class PairsColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
-    """Show ``key=value`` pairs the parser kept aside."""
-
-    def human_readable(self) -> str:
-        """Return the pairs as ``key=value`` words."""
-        return " ".join(f"{k}={v}" for k, v in self._value)
-
-    def machine_readable(self) -> dict[str, str]:
-        """Return the pairs as a dict."""
-        return dict(self._value)
-
-
-class ArgvColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
-    """Show an argv as a command line a shell would read back the same."""
-
-    def human_readable(self) -> str:
-        """Return the argv quoted for a POSIX shell."""
-        return shlex.join(self._value)
-
-    def machine_readable(self) -> list[str]:
-        """Return the argv as a list of strings."""
-        return list(self._value)
-
-
-class StreamingJSONFormatter(json_format.JSONFormatter):  # type: ignore[misc]
-    """Write a JSON list row by row instead of building it first.
-
-    cliff's own JSON formatter keeps a dict per row and writes the document
-    token by token; for a 200,000-flow table that is hundreds of megabytes
-    and minutes.  This one prints the same document as the rows arrive.
-    """
-
-    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
-                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
-        """Write ``data`` as a JSON list of objects, one row at a time."""
-        indent = None if parsed_args.noindent else 2
-        rows = 0
-        for row in data:
-            item = {name: _machine(cell) for name, cell in zip(column_names, row, strict=True)}
-            text = json.dumps(item, indent=indent)
-            if indent is None:
-                stdout.write(("[" if rows == 0 else ", ") + text)
-            else:
-                stdout.write(("[\n" if rows == 0 else ",\n") + textwrap.indent(text, "  "))
-            rows += 1
-        if rows == 0:
-            stdout.write("[]\n")
-        else:
-            stdout.write("]\n" if indent is None else "\n]\n")
-
-
-def _machine(cell: Any) -> Any:
-    if isinstance(cell, cliff_columns.FormattableColumn):
-        return cell.machine_readable()
-    return cell
-
-
-#: Every field of Entry, in declaration order: the columns of ``list``.
-ENTRY_COLUMNS: tuple[str, ...] = field_names(Entry)
-
-_COLUMN_TYPES: Mapping[str, Callable[[Any], Any]] = {
-    "original": FlowTupleColumn,
-    "reply": FlowTupleColumn,
-    "status": WordsColumn,
-    "labels": WordsColumn,
-    "counters": CountersColumn,
-    "extra": PairsColumn,
-}
-
-
-def entry_row(entry: Entry) -> tuple[Any, ...]:
-    """Return the ``list`` row of ``entry``, one cell per Entry field."""
-    row = []
-    for name in ENTRY_COLUMNS:
-        value = getattr(entry, name)
-        wrap = _COLUMN_TYPES.get(name)
-        row.append(wrap(value) if wrap is not None else value)
-    return tuple(row)
 
 
 # -- filter options ----------------------------------------------------------
@@ -613,84 +485,7 @@ class CountFlows(_ErrorsMixin, show.ShowOne):  # type: ignore[misc]
         return ("count",), (self.app.helper().count(**filters_from(parsed_args)),)
 
 
-class _ConfirmMixin:
-    """Ask the operator before destroying flows."""
-
-    app: ConntrackApp
-
-    @staticmethod
-    def add_confirm_options(parser: argparse.ArgumentParser) -> None:
-        """Add --yes and --dry-run."""
-        parser.add_argument("--yes", "-y", action="store_true",
-                            help="do not ask for confirmation")
-        parser.add_argument("--dry-run", action="store_true",
-                            help="print the conntrack command that would run; delete nothing")
-
-    def confirm(self, question: str) -> None:
-        """Return when the operator answers yes on the terminal.
-
-        :raises Aborted: the answer is not yes, or stdin is not a terminal.
-        """
-        if not self.app.stdin.isatty():
-            raise Aborted(f"{question}: stdin is not a terminal, pass --yes to confirm")
-        self.app.stderr.write(f"{question} [y/N] ")
-        self.app.stderr.flush()
-        answer = self.app.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            raise Aborted("aborted: nothing was deleted")
-
-    def dry_run(self, command: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        """Return the row of a dry run: the command that would have run.
-
-        ``command`` is the line a shell would read back the same and
-        ``argv`` the exact list of arguments (a list in json and yaml).
-        """
-        argv = self.app.rendered_argv(command)
-        return ("dry_run", "command", "argv"), (True, shlex.join(argv), ArgvColumn(argv))
-
-    def with_progress(self, what: str, action: Callable[[], int]) -> int:
-        """Run ``action``; on a terminal, show elapsed time while it is long."""
-        if not self.app.stderr.isatty():
-            return action()
-        with _Progress(self.app.stderr, what):
-            return action()
-
-
-class _Progress:
-    """Refresh one stderr line with the elapsed time, after a grace period."""
-
-    def __init__(self, stream: TextIO, what: str) -> None:
-        self._stream = stream
-        self._what = what
-        self._done = threading.Event()
-        self._shown = False
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name="conntrack-lib-progress")
-
-    def __enter__(self) -> _Progress:
-        self._start = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        if self._shown:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
-
-    def _loop(self) -> None:
-        if self._done.wait(PROGRESS_AFTER):
-            return
-        while not self._done.is_set():
-            elapsed = time.monotonic() - self._start
-            self._stream.write(f"\r{self._what}... {elapsed:.1f} s")
-            self._stream.flush()
-            self._shown = True
-            self._done.wait(PROGRESS_EVERY)
-
-
-class DeleteFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class DeleteFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
     """Delete the flows matching the filters (every flow without filters)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -732,7 +527,7 @@ class DeleteFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mi
         return ("deleted",), (deleted,)
 
 
-class FlushFlows(_ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class FlushFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
     """Delete every flow of one zone, or of the whole table with --all."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:

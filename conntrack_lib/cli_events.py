@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from cliff import command as cliff_command
 
-from conntrack_lib import cli
+from conntrack_lib import cli, cli_format
 from conntrack_lib.models import Event
 
 EVENT_TYPES = ("NEW", "UPDATE", "DESTROY")
@@ -26,8 +26,9 @@ _TABLE_LINE = "{:<8} {:<6} {:<39} {:>5} {:<39} {:>5} {:>5} {:<12} {:>10}"
 
 def event_record(event: Event) -> dict[str, Any]:
     """Return ``event`` as a JSON-ready dict: its type, origin and entry fields."""
-    cells = cli.entry_row(event.entry)
-    entry = {name: cli._machine(cell) for name, cell in zip(cli.ENTRY_COLUMNS, cells, strict=True)}
+    cells = cli_format.entry_row(event.entry)
+    entry = {name: cli_format.machine_value(cell)
+             for name, cell in zip(cli_format.ENTRY_COLUMNS, cells, strict=True)}
     return {"type": event.type, "timestamp": event.timestamp, "portid": event.portid,
             "progname": event.progname, "entry": entry}
 

@@ -24,7 +24,7 @@ import yaml
 from cliff.formatters.json_format import JSONFormatter
 from oslo_config import cfg
 
-from conntrack_lib import cli, constants
+from conntrack_lib import cli, cli_format, constants
 from conntrack_lib import exceptions as exc
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Counters, Entry, FlowTuple
@@ -351,8 +351,8 @@ class SlowDeletes(FakeConntrack):
 
 
 def test_delete_shows_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.05)
-    monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.05)
+    monkeypatch.setattr(cli_format, "PROGRESS_AFTER", 0.05)
+    monkeypatch.setattr(cli_format, "PROGRESS_EVERY", 0.05)
     slow = SlowDeletes()
     ConntrackHelper(executor=slow).create_entries([tcp(1), tcp(2)])
     tty = TTY()
