@@ -340,14 +340,17 @@ def create_error(errno: int, command: commands.CreateCommand) -> exceptions.Comm
     EEXIST becomes :class:`~conntrack_lib.exceptions.EntryExistsError`, EPERM
     :class:`~conntrack_lib.exceptions.PermissionDeniedError`, anything else
     :class:`~conntrack_lib.exceptions.CommandError`; the argv names the
-    request as ``("netlink", "create", *command.argv())``.
+    request as ``("netlink", "create", *command.argv())``, the exit code is
+    1 and the text is conntrack's, as when ``conntrack -I`` is refused.
     """
     argv = ("netlink", "create", *command.argv())
     error: type[exceptions.CommandError] = _ERROR_CLASSES.get(errno, exceptions.CommandError)
     # Worded as conntrack -I words it, so one failure reads the same
     # whichever road the create took.
+    # The exit code is conntrack's for a refused kernel operation (1); the
+    # errno goes in the text.
     text = _CLI_WORDING.get(errno) or os.strerror(errno)
-    return error(argv, errno, "", f"Operation failed: {text} ({command})")
+    return error(argv, 1, "", f"Operation failed: {text} (errno {errno}: {command})")
 
 
 #: What conntrack -I prints after "Operation failed: " for these errnos.
