@@ -10,8 +10,10 @@ Two executors ship here:
 Both render the final argv with :func:`conntrack_lib.netns.build_argv` and
 give every finished command to :func:`~conntrack_lib.results.finish`, so
 :mod:`conntrack_lib.results` alone gives conntrack's exit codes their
-meaning and decides which failures are retried.  :class:`Result`,
-:func:`interpret` and the retry helpers stay importable from here.
+meaning and decides which failures are retried.  Its names
+(:class:`~conntrack_lib.results.Result`,
+:func:`~conntrack_lib.results.interpret`, the retry helpers) stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Executor(Protocol):
     def execute(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
     ) -> Result:
-        """Run ``command`` and return its :class:`Result`, or raise."""
+        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise."""
 
     def iter_lines(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
@@ -110,9 +112,10 @@ class _Configured:
     def execute(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
     ) -> Result:
-        """Run ``command`` and return its :class:`Result`, or raise.
+        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
 
-        Transient failures are retried under the rule of :func:`run_with_retries`.
+        Transient failures are retried under the rule of
+        :func:`~conntrack_lib.results.run_with_retries`.
         """
         limit = self.timeout_for(command, timeout)
         return run_with_retries(
