@@ -18,7 +18,7 @@ from oslo_config import cfg
 from oslo_privsep import comm
 from oslo_utils import importutils
 
-from conntrack_lib import commands, executor, netns, opts, privileged
+from conntrack_lib import commands, executor, netns, opts, privileged, results
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
@@ -171,7 +171,7 @@ class Flaky:
 
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(executor, "_backoff", lambda _tries: None)
+    monkeypatch.setattr(results, "_backoff", lambda _tries: None)
 
 
 @pytest.mark.parametrize("message", executor.TRANSIENT_MESSAGES)
