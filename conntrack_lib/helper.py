@@ -370,14 +370,16 @@ class ConntrackHelper(DeletingMixin):
             duration = MAX_EVENTS_DURATION if count is not None else \
                 commands.EventsCommand.DEFAULT_DURATION
         command = commands.EventsCommand(event_mask=event_mask, duration=duration, **filters)
+        caps = self.capabilities
         family = command.get("family")
-        if family is not None and not self.capabilities.events_family:
+        fields = planner.prefixes_for_release(command.fields, caps)
+        if family is not None and not caps.events_family:
             # Before 1.4.7, -E refuses -f: watch every family, keep one here.
-            command = commands.EventsCommand(
-                event_mask=event_mask, duration=duration,
-                **{k: v for k, v in filters.items() if k != "family"})
+            del fields["family"]
         else:
             family = None
+        if fields != command.fields:
+            command = commands.EventsCommand(**fields)
         stream = getattr(self.executor, "iter_events", None)
         if stream is not None:
             lines: Iterable[str] = stream(command, namespace=self.namespace)

@@ -256,6 +256,21 @@ def _for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> 
     family 1.4.5 would misread is left to Python.  (Prefixes are accepted
     for src and dst only, which ``--mask-src``/``--mask-dst`` express.)
     """
+    out = prefixes_for_release(fields, caps)
+    if not _pinned(out) and not _family_honoured(out, caps):
+        out.pop("family", None)
+    return out
+
+
+def prefixes_for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities
+                         ) -> dict[str, Any]:
+    """Return ``fields`` with src and dst prefixes as the release's conntrack takes them.
+
+    1.4.5's ``-s NET/LEN`` (with ``-L``, ``-D`` and ``-E`` alike) matches
+    nothing, while its ``--mask-src``/``--mask-dst`` work: there a prefix
+    becomes the network address plus a mask.  Other releases get ``fields``
+    as they are.
+    """
     out = dict(fields)
     if not caps.prefix_filters:
         for name in ("src", "dst"):
@@ -263,8 +278,6 @@ def _for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> 
                 network = netaddr.IPNetwork(out[name])
                 out[name] = str(network.network)
                 out[f"mask_{name}"] = str(network.netmask)
-    if not _pinned(out) and not _family_honoured(out, caps):
-        out.pop("family", None)
     return out
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
+import time
 
 from conntrack_lib import capabilities, commands
 from conntrack_lib.executor import PrivsepExecutor, ProcessExecutor
@@ -169,3 +171,22 @@ def test_create_entry_from_an_icmp_entry_works_on_every_release(ns: str) -> None
                                icmp_code=0, icmp_id=4, timeout=30) == 1
     (entry,) = helper.list_entries(proto="icmp")
     assert (entry.reply.icmp_type, entry.reply.icmp_id) == (0, 4)
+
+
+def test_events_of_a_prefix_are_seen_on_every_release(ns: str) -> None:
+    helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
+    events = helper.events(duration=3, count=1, src="10.8.0.0/30", family="ipv4",
+                           event_mask=["NEW"])
+    outside = {"proto": "udp", "dst": "10.9.0.2", "sport": 1, "dport": 53, "timeout": 60}
+
+    def create() -> None:
+        time.sleep(0.5)  # the capture is running by then
+        helper.create_entry(src="10.8.0.9", **outside)
+        helper.create_entry(src="fd00::2", **{**outside, "dst": "fd00::9"})
+        helper.create_entry(src="10.8.0.2", **outside)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    seen = list(events)
+    creator.join()
+    assert [str(e.entry.original.src) for e in seen] == ["10.8.0.2"]

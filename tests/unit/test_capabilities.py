@@ -219,3 +219,12 @@ def test_every_release_answers_the_same(release: capabilities.Release) -> None:
     for question in questions:
         want = sorted(map(str, modern.list_entries(**question)))
         assert sorted(map(str, old.list_entries(**question))) == want, question
+
+
+def test_1_4_5_watches_events_of_a_prefix_by_mask() -> None:
+    fake = _Release((1, 4, 5))
+    helper = ConntrackHelper(executor=fake)
+    list(helper.events(duration=0.1, src="10.8.0.0/30", family="ipv4"))
+    (sent,) = _sent(fake, commands.EventsCommand)
+    assert (sent["src"], sent["mask_src"], "family" in sent) == ("10.8.0.0", "255.255.255.252",
+                                                                 False)
