@@ -202,6 +202,9 @@ ROWS: Final[tuple[Row, ...]] = (
         ("every family", "IPv4 flows only", "every family", "every family", "every family"),
         "on 1.4.6 a request with no family and no address lists (and deletes "
         "from) each family's dump"),
+    Row("GRE key filter", "conntrack -L -p gre --srckey 18",
+        ("every GRE flow",) * 5,
+        "GRE key filters are matched on the dump, never sent to conntrack"),
     Row("ICMP create naming the reply addresses",
         "conntrack -I -p icmp -s A -d B -r B -q A --icmp-type 8 --icmp-code 0 --icmp-id 4 -t 30",
         ("refused: invalid parameters (exit 1)", "refused: invalid parameters (exit 1)",

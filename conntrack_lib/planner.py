@@ -36,13 +36,14 @@ from conntrack_lib import exceptions as exc
 #: every supported release.  Left out: ``orig_zone``/``reply_zone`` (1.4.7
 #: ``--orig-zone 0`` lists zone-7 flows, ``--reply-zone 0`` lists every
 #: flow), ``zone`` 0 (``-w 0`` keeps flows zoned in one direction), NAT
-#: addresses (1.4.7 compares IPv4 ones only) and ``secmark`` (matches
-#: everything when the kernel reports none).
+#: addresses (1.4.7 compares IPv4 ones only), ``secmark`` (matches
+#: everything when the kernel reports none) and the GRE keys (``--srckey``,
+#: ``--dstkey``, ``--reply-key-src``, ``--reply-key-dst``: every release from
+#: 1.4.5 to 1.4.9 lists and deletes every GRE flow with them).
 CLI_TRUSTED = frozenset({
     "family", "proto", "src", "dst", "reply_src", "reply_dst", "mask_src", "mask_dst",
     "sport", "dport", "reply_sport", "reply_dport", "icmp_type", "icmp_code", "icmp_id",
-    "srckey", "dstkey", "reply_srckey", "reply_dstkey", "state", "mark", "labels", "id",
-    "zone", "status",
+    "state", "mark", "labels", "id", "zone", "status",
 })
 
 #: Address keywords: any of them pins the family of a command.

@@ -190,3 +190,16 @@ def test_events_of_a_prefix_are_seen_on_every_release(ns: str) -> None:
     seen = list(events)
     creator.join()
     assert [str(e.entry.original.src) for e in seen] == ["10.8.0.2"]
+
+
+def test_gre_key_filter_row_and_the_helper_routes_around_it(ns: str) -> None:
+    netns.seed(ns, [commands.CreateCommand(proto="gre", src="10.60.0.1", dst="10.60.0.2",
+                                           srckey=key, dstkey=key + 1, timeout=60)
+                    for key in (10, 20)])
+    # Every release ignores the key: both GRE flows for a key neither has.
+    assert len(netns.run(ns, ["-L", "-p", "gre", "--srckey", "18"]).stdout.splitlines()) == 2
+    helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
+    assert helper.list_entries(proto="gre", srckey=18) == []
+    assert [e.original.srckey for e in helper.list_entries(proto="gre", srckey=20)] == [20]
+    assert helper.delete_entries(proto="gre", reply_srckey=11) == 1
+    assert [e.original.srckey for e in helper.list_entries(proto="gre")] == [20]
