@@ -183,7 +183,8 @@ def run_command(ns: str, command: commands.Command) -> subprocess.CompletedProce
     """Run a built command in ``ns`` as the library runs it on the release under test.
 
     A batch is a load (:func:`load`; without ``-R`` its commands in turn,
-    each as this function runs it); a ``-L``/``-D`` that the release would
+    each as this function runs it); a prefix goes as a mask where ``-s
+    NET/LEN`` matches nothing (1.4.5); a ``-L``/``-D`` that the release would
     keep to IPv4 (1.4.6 without a family, 1.4.5 with a mark filter) runs
     once per family (:func:`conntrack_lib.planner.listings`), its summaries
     added up; anything else is one process.
@@ -193,7 +194,8 @@ def run_command(ns: str, command: commands.Command) -> subprocess.CompletedProce
             return load(ns, command.stdin())
         return _in_turn(ns, command.commands)
     if isinstance(command, (commands.ListCommand, commands.DeleteCommand)):
-        parts = planner.listings(command.fields, capabilities.for_release(release()))
+        caps = capabilities.for_release(release())
+        parts = planner.listings(planner.prefixes_for_release(command.fields, caps), caps)
         if parts != [command.fields]:
             return _joined([run(ns, type(command)(**f).argv()) for f in parts])
     return run(ns, command.argv())
