@@ -234,3 +234,13 @@ def test_the_library_logs_at_debug_or_warning_only() -> None:
     assert calls, "no LOG calls found"
     louder = [call for call in calls if call[2] not in ("debug", "warning", "log")]
     assert louder == []
+
+
+def test_the_agent_guide_lists_every_module_that_logs() -> None:
+    guide = (PACKAGE.parent / "docs" / "agent-guide.rst").read_text()
+    section = guide[guide.index("Logger names\n"):guide.index("Debug for the library only")]
+    listed = {line.split("``")[1] for line in section.splitlines()
+              if line.startswith("``conntrack_lib.")}
+    logging_modules = {name for name in _modules()
+                       if getattr(importlib.import_module(name), "LOG", None) is not None}
+    assert listed == logging_modules
