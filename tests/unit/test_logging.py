@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
+import msgpack
 import netaddr
 import pytest
 from oslo_config import cfg
 from oslo_log import log as oslo_logging
+from oslo_privsep import daemon
 
 import conntrack_lib
 from conntrack_lib import commands, executor, netns, privileged
@@ -244,3 +246,28 @@ def test_the_agent_guide_lists_every_module_that_logs() -> None:
     logging_modules = {name for name in _modules()
                        if getattr(importlib.import_module(name), "LOG", None) is not None}
     assert listed == logging_modules
+
+
+def test_a_daemon_record_reaches_the_agent_under_its_own_name(
+        log: pytest.LogCaptureFixture) -> None:
+    sent: list[bytes] = []
+    channel = mock.Mock(send=lambda msg: sent.append(
+        msgpack.packb(msg, use_bin_type=True, unicode_errors="surrogateescape")))
+    # The daemon: oslo.privsep's handler on the root logger, an oslo.log logger.
+    handler = daemon.PrivsepLogHandler(channel)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        priv.LOG.warning("children may gain %d capabilities", 3)
+    finally:
+        root.removeHandler(handler)
+    # The agent: the channel hands the record to the context's logger.
+    client = object.__new__(daemon._ClientChannel)
+    client.log = oslo_logging.getLogger(privileged.default.conf.logger_name)
+    (wire,) = sent
+    _, message = msgpack.unpackb(wire, raw=False, use_list=False, strict_map_key=False)
+    log.clear()
+    client.out_of_band(message)
+    assert [(r.name, r.levelno, r.getMessage()) for r in log.records] == [
+        ("conntrack_lib.privileged.conntrack", logging.WARNING,
+         "children may gain 3 capabilities")]
