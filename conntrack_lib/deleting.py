@@ -277,7 +277,7 @@ class DeletingMixin:
                 if VANISHED_MESSAGE not in err.stderr or attempt == VANISHED_RETRIES:
                     raise
                 deleted += _printed_lines(err.stdout)
-                LOG.info("a flow vanished during %s; deleting again", command)
+                LOG.warning("a flow vanished during %s; deleting again", command)
                 continue
             if command.kind == "batch":
                 # -R prints no summary; every deleted flow is one stdout line.

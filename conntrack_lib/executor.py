@@ -300,6 +300,8 @@ def _netlink_in_chunks(items: Iterable[Any],
             outcomes.extend(send(to_primitives(items[start:start + EXACT_DELETE_CHUNK])))
         except OSError as err:
             raise _netlink_refused(err, name) from err
+    LOG.debug("netlink %s of %d flows: %d answered a nonzero errno", name, len(items),
+              sum(1 for errno_ in outcomes if errno_))
     return outcomes
 
 
@@ -511,7 +513,7 @@ class PrivsepExecutor(_Configured):
                 LOG.warning("privsep daemon is gone; starting a new one")
                 _stop(context)
             method = context.default_method()
-            LOG.info("starting the conntrack privsep daemon (%s)", method.name.lower())
+            LOG.debug("starting the conntrack privsep daemon (%s)", method.name.lower())
             try:
                 context.start(method)
             except daemon.FailedToDropPrivileges as err:

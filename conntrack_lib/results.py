@@ -27,8 +27,7 @@ from conntrack_lib import constants, netns
 from conntrack_lib import exceptions as exc
 from conntrack_lib.parser.summary import summary_count
 
-# Records keep the executor's logger name, which deployments filter on.
-LOG = logging.getLogger("conntrack_lib.executor")
+LOG = logging.getLogger(__name__)
 
 #: Kinds that are safe to run again after a transient failure.
 RETRYABLE_KINDS = frozenset({"list", "get", "count", "stats", "delete", "flush"})
@@ -190,7 +189,7 @@ def finish(
     cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, *, command: Any,
     started: float,
 ) -> Result:
-    """Log a finished command, then :func:`interpret` it (logging failures)."""
+    """Log a finished command at DEBUG, then :func:`interpret` it."""
     elapsed = time.monotonic() - started
     LOG.debug("conntrack %s: exit %d in %.3f s", " ".join(cmd), exit_code, elapsed)
     try:
@@ -201,9 +200,10 @@ def finish(
 
 
 def log_failure(err: exc.CommandError) -> None:
-    """Log a failed command: ERROR when the environment is broken, else WARNING."""
-    serious = (exc.ConntrackUnavailableError, exc.PermissionDeniedError,
-               exc.CommandTimeoutError, exc.NamespaceNotFoundError)
-    level = logging.ERROR if isinstance(err, serious) else logging.WARNING
-    LOG.log(level, "conntrack %s failed (%s, exit %s): %s", " ".join(err.cmd),
-            type(err).__name__, err.exit_code, err.stderr.strip())
+    """Log a failed command at DEBUG, with its argv, exit code and stderr.
+
+    The caller gets ``err`` itself and decides how loud it is: an agent that
+    handles a vanished namespace must not leave an ERROR line behind.
+    """
+    LOG.debug("conntrack %s failed (%s, exit %s): %s", " ".join(map(str, err.cmd)),
+              type(err).__name__, err.exit_code, err.stderr.strip())

@@ -156,7 +156,8 @@ class DeletionQueue:
     :param linger: seconds the worker waits after the first request of a
         batch for more to arrive, unless the batch is already full.
     :param on_error: called from the worker thread with the error and the
-        requests of the failed step; failures are also logged and counted.
+        requests of the failed step; failures are also counted, and logged
+        at DEBUG (at WARNING when there is no ``on_error``).
     :param block: whether a full queue makes callers wait (True) or raise
         :class:`QueueFullError` at once (False); each call may override it.
     :raises InvalidArgumentError: for a non-positive size or negative linger.
@@ -264,7 +265,8 @@ class DeletionQueue:
         self._stats["dropped"] += dropped
         self._progress.notify_all()
         if dropped:
-            LOG.warning("deletion queue stopped: %d pending requests dropped", dropped)
+            # stop(drain=False) asked for this and returns the number.
+            LOG.debug("deletion queue stopped: %d pending requests dropped", dropped)
         return dropped
 
     # -- enqueueing ------------------------------------------------------
@@ -608,10 +610,13 @@ class DeletionQueue:
     def _process(self, batch: list[_Item]) -> None:
         filters = [f for item in batch for f in item.filters]
         entries = [e for item in batch for e in item.entries]
+        started = time.monotonic()
         if entries:
             self._step(self._delete_exact, entries)
         if filters:
             self._step(self._delete_planned, filters)
+        LOG.debug("deletion batch of %d filters and %d exact flows ran in %.3f s",
+                  len(filters), len(entries), time.monotonic() - started)
 
     def _step(self, action: Callable[[Any], None], requests: list[Any]) -> None:
         try:
@@ -675,13 +680,17 @@ class DeletionQueue:
         shown = ", ".join(_describe(r) for r in requests[:_LOGGED_REQUESTS])
         more = f" and {len(requests) - _LOGGED_REQUESTS} more" if (
             len(requests) > _LOGGED_REQUESTS) else ""
+        # on_error hands the error to the caller, who decides how loud it
+        # is; without a callback only the counters would know: say it here.
+        level = logging.DEBUG if self.on_error is not None else logging.WARNING
+        unseen = "" if self.on_error is not None else " (no on_error callback)"
         if isinstance(error, exc.CommandError):
-            LOG.error("conntrack deletion of %d requests failed: %s exited %s: %s "
-                      "(requests: %s%s)", len(requests), " ".join(map(str, error.cmd)),
-                      error.exit_code, error.stderr.strip(), shown, more)
+            LOG.log(level, "conntrack deletion of %d requests failed%s: %s exited %s: %s "
+                    "(requests: %s%s)", len(requests), unseen, " ".join(map(str, error.cmd)),
+                    error.exit_code, error.stderr.strip(), shown, more)
         else:
-            LOG.error("conntrack deletion of %d requests failed: %r (requests: %s%s)",
-                      len(requests), error, shown, more, exc_info=error)
+            LOG.log(level, "conntrack deletion of %d requests failed%s: %r (requests: %s%s)",
+                    len(requests), unseen, error, shown, more, exc_info=error)
         if self.on_error is None:
             return
         try:
@@ -689,7 +698,8 @@ class DeletionQueue:
             self.on_error(error, [r.filters if isinstance(r, planner.Request) else r
                                   for r in requests])
         except Exception:  # the callback must not kill the worker
-            LOG.exception("on_error callback of the deletion queue raised")
+            LOG.warning("on_error callback of the deletion queue raised; ignored so the "
+                        "worker keeps running", exc_info=True)
 
 
 def _failed_scopes(requests: Sequence[Any]) -> _Scopes:

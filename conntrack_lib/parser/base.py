@@ -10,18 +10,18 @@ that is not one.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import netaddr
+from oslo_log import log as logging
 
 from conntrack_lib.exceptions import ParseError
 from conntrack_lib.parser import summary
 
-LOG = logging.getLogger("conntrack_lib.parser")
+LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Drop a per-call cache (addresses, small numbers) when it grows past this

@@ -11,14 +11,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 
+from oslo_log import log as logging
+
 from conntrack_lib.models import Entry
-from conntrack_lib.parser.base import LOG, Addresses, LineError, Numbers, ParseStats, drive
+from conntrack_lib.parser.base import Addresses, LineError, Numbers, ParseStats, drive
 from conntrack_lib.parser.fast import FAST_LINE_RE, fast_entry, fast_match
 from conntrack_lib.parser.lines import parse_text
 
 #: Lines joined into one text for the scan when parse_entries gets lines:
 #: enough to amortise the call overhead, small enough to stay in cache.
 SCAN_BLOCK_LINES = 2048
+
+LOG = logging.getLogger(__name__)
 
 
 def iter_entries(lines: Iterable[str], *, strict: bool = False,

@@ -20,13 +20,13 @@ daemon that died:
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import sys
 import time
 from typing import Any
 
+from oslo_log import log as logging
 from oslo_privsep import capabilities as caps
 from oslo_privsep import comm, daemon, priv_context
 
@@ -46,7 +46,8 @@ class _FailPendingOnReset:
         try:
             super()._reader_main(reader)  # type: ignore[misc]
         except OSError as err:
-            LOG.warning("privsep channel lost: %s", err)
+            # The executor restarts the daemon and logs that at WARNING.
+            LOG.debug("privsep channel lost: %s", err)
             # Plain OSError, not ConnectionResetError: the request may have
             # reached the daemon, so callers must not assume it did not.
             lost = OSError(f"privsep daemon connection lost: {err}")

@@ -29,7 +29,6 @@ clock), and so is one whose client released it or was collected.
 from __future__ import annotations
 
 import collections
-import logging
 import re
 import secrets
 import threading
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from conntrack_lib import commands, netns, opts, privileged
 from conntrack_lib import exceptions as exc
@@ -103,6 +103,10 @@ _spools: collections.OrderedDict[str, _Spool] = collections.OrderedDict()
 _spools_lock = threading.Lock()
 _opts_registered = False
 _checked = threading.local()
+# This module runs in the daemon, whose root logger hands every record to
+# oslo.privsep: the agent re-emits it through the context's logger
+# (``conntrack_lib.privileged``) with the record's own name kept, so an
+# oslo.log logger here reaches the agent like a plain one would.
 LOG = logging.getLogger(__name__)
 
 

@@ -212,7 +212,7 @@ class SQLiteZoneStore:
             self._initialise(os.path.join(self._dir, tmp), low, high, rows, meta)
             fs.sync_entry(dir_fd, tmp)
             if fs.publish(dir_fd, tmp, self._name) and meta:
-                LOG.info("zone store %s: imported %d zones from %s (kept as a backup)",
+                LOG.debug("zone store %s: imported %d zones from %s (kept as a backup)",
                          self._path, len(rows), meta["migrated_from"])
         except OSError as exc:
             raise exceptions.ZoneStoreError(
