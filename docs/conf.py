@@ -112,6 +112,30 @@ def _oslo_config_alias(app, env, node, contnode):
     return intersphinx.missing_reference(app, env, node, contnode)
 
 
+def _release_notes_directive():
+    """reno's ``release-notes`` directive, untagged history titled "Unreleased".
+
+    With no tag in the history reno files every note under "0.0.0", a version
+    the package never builds (pbr makes ``0.0.1.devN`` of it), and reno's
+    ``unreleased-version-title`` applies only to versions after a tag.
+    """
+    from docutils import nodes  # noqa: PLC0415
+    from reno.sphinxext import ReleaseNotesDirective  # noqa: PLC0415
+
+    class ReleaseNotes(ReleaseNotesDirective):
+        def run(self):
+            result = super().run()
+            untagged = self.options.get("unreleased-version-title", "Unreleased")
+            for node in result:
+                for title in node.findall(nodes.title):
+                    if title.astext() == "0.0.0":
+                        title[:] = [nodes.Text(untagged)]
+            return result
+
+    return ReleaseNotes
+
+
 def setup(app):
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("missing-reference", _oslo_config_alias)
+    app.add_directive("release-notes", _release_notes_directive(), override=True)
