@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "cliff.sphinxext",
     "oslo_config.sphinxext",
+    "oslo_config.sphinxconfiggen",
     "reno.sphinxext",
 ]
 # cliff.sphinxext: the program name shown in the generated CLI reference.
@@ -38,6 +39,18 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 exclude_patterns = ["_build"]
+
+# oslo_config.sphinxconfiggen: docs/conntrack_lib.conf.sample, generated on
+# each build from the generator configuration that the package ships.
+config_generator_config_file = [
+    (
+        os.path.join(
+            os.path.dirname(os.path.abspath(__file__)),
+            "..", "etc", "oslo-config-generator", "conntrack_lib.conf",
+        ),
+        "conntrack_lib",
+    ),
+]
 html_theme = "alabaster"
 
 # Every cross-reference must resolve (sphinx-build -n -W in tox -e docs).
