@@ -108,7 +108,7 @@ class DeletingMixin:
 
         :param zone: the zone to empty, or None for every flow.
         :returns: how many flows went.
-        :raises InvalidZoneError: for a zone outside 0..65535.
+        :raises InvalidArgumentError: for a zone outside 0..65535.
         :raises CommandError: when conntrack fails.
         """
         if zone is not None:
