@@ -16,9 +16,16 @@ def _package_version() -> str:
     try:
         return importlib.metadata.version("conntrack_lib")
     except importlib.metadata.PackageNotFoundError:
-        from pbr import version as pbr_version  # noqa: PLC0415
+        from pbr import packaging  # noqa: PLC0415
 
-        return pbr_version.VersionInfo("conntrack_lib").release_string()
+        # pbr reads the version from the git repository of the working
+        # directory: the checkout these docs belong to.
+        here = os.getcwd()
+        os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        try:
+            return str(packaging.get_version("conntrack_lib"))
+        finally:
+            os.chdir(here)
 
 
 release = _package_version()
