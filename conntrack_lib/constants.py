@@ -8,6 +8,7 @@ from typing import Final
 
 #: Zone 0 is the kernel's default zone; zones are 16-bit.
 MIN_CONNTRACK_ZONE_ID: Final = 1
+#: The highest zone: zones are 16-bit.
 MAX_CONNTRACK_ZONE_ID: Final = 65535
 
 #: Where Debian's ``conntrack`` package installs the binary.

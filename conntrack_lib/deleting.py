@@ -76,7 +76,8 @@ class DeletingMixin:
         through the CLI the flows go as ``-D`` lines of ``-R`` batches.
         Flows already gone are skipped, never an error.
 
-        :param entries: parsed flows, for example from :meth:`list_entries`.
+        :param entries: parsed flows, for example from
+            :meth:`~conntrack_lib.helper.ConntrackHelper.list_entries`.
         :returns: how many flows this call deleted.
         :raises InvalidArgumentError: for something that is not an entry.
         :raises CommandError: when conntrack or netlink fails.
@@ -107,7 +108,7 @@ class DeletingMixin:
 
         :param zone: the zone to empty, or None for every flow.
         :returns: how many flows went.
-        :raises InvalidZoneError: for a zone outside 0..65535.
+        :raises InvalidArgumentError: for a zone outside 0..65535.
         :raises CommandError: when conntrack fails.
         """
         if zone is not None:
@@ -139,7 +140,7 @@ class DeletingMixin:
         dump with exact deletes, from the requests and the table size last
         seen.
 
-        :param requests: filter mappings or built :class:`planner.Request`.
+        :param requests: filter mappings or built :class:`~conntrack_lib.planner.Request`.
         :returns: the plan.
         :raises InvalidArgumentError: for an invalid request.
         """
@@ -174,7 +175,7 @@ class DeletingMixin:
                     ) -> planner.DeleteReport:
         """Plan and run many deletion requests at once.
 
-        :param requests: filter mappings or built :class:`planner.Request`.
+        :param requests: filter mappings or built :class:`~conntrack_lib.planner.Request`.
         :returns: the report of the plan that ran.
         :raises InvalidArgumentError: for an invalid request, before any process.
         :raises CommandError: when conntrack or netlink fails.

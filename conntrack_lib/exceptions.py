@@ -160,8 +160,8 @@ class CommandTimeoutError(CommandError):
     """The command ran past its timeout and was killed.
 
     It keeps only the head and the tail of stdout and stderr (see
-    :func:`clip`), with the total size: the output of a killed listing can
-    be far larger than a privsep reply may grow.
+    :func:`~conntrack_lib.exceptions.clip`), with the total size: the output
+    of a killed listing can be far larger than a privsep reply may grow.
     """
 
     def __init__(

@@ -59,7 +59,10 @@ _LIST_KINDS = frozenset({"list"})
 
 
 class Executor(Protocol):
-    """Runs command objects; :class:`ConntrackHelper` depends only on this."""
+    """Runs command objects.
+
+    :class:`~conntrack_lib.helper.ConntrackHelper` depends only on this.
+    """
 
     def execute(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None

@@ -424,7 +424,7 @@ class ConntrackHelper(DeletingMixin):
 
         All flows are validated before the first process starts.  A
         duplicate stops its batch (conntrack aborts at the first kernel
-        error) and raises :class:`EntryExistsError`.  Releases without
+        error) and raises :class:`~conntrack_lib.exceptions.EntryExistsError`.  Releases without
         ``-R`` (1.4.5, 1.4.6) create the flows in one batched ctnetlink
         exchange when the executor has ``create_flows``: every flow is
         tried, and the first failure raises.

@@ -2,7 +2,7 @@
 
 One meaning, defined by the kernel's flow rather than by what one release's
 ``conntrack`` filter happens to do.  The helper's dump strategy, its list
-and count filters, :class:`~conntrack_lib.testing.FakeConntrack` and the
+and count filters, :class:`~conntrack_lib.testing.fake.FakeConntrack` and the
 CLI's dry run all decide membership here.
 
 The meaning of each keyword, on a flow as ``conntrack -L -o extended`` and
@@ -122,9 +122,10 @@ def line_prefilter(requests: Iterable[Mapping[str, Any]],
     """Return a cheap test a dump line must pass to match any of ``requests``.
 
     Each request (and each whole zone of ``zones``) gives one text token its
-    matching lines must hold: a port as ``dport=N ``, else an exact address
-    as ``src=A `` or ``dst=A ``, else a non-zero zone as ``zone=N ``.  Lines
-    holding none of the tokens cannot match and need not be parsed.  The test is necessary, never
+    matching lines must hold, each with its trailing space: a port as
+    ``dport=N``, else an exact address as ``src=A`` or ``dst=A``, else a
+    non-zero zone as ``zone=N``.  Lines holding none of the tokens cannot
+    match and need not be parsed.  The test is necessary, never
     sufficient: lines that pass are still matched in full.
 
     :param requests: validated filter keywords, one mapping per request.

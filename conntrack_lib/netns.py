@@ -336,9 +336,10 @@ def _collect_bounded(proc: subprocess.Popen[str], argv: Sequence[str],
 class LineStream:
     """Run ``argv`` and yield its stdout lines as they arrive.
 
-    After the iteration ends, :attr:`exit_code` and :attr:`stderr` are set.
+    After the iteration ends, ``exit_code`` and ``stderr`` are set.
     A timer kills the child at ``timeout``; the iteration then raises
-    :class:`CommandTimeoutError`.  Leaving the loop early kills the child.
+    :class:`~conntrack_lib.exceptions.CommandTimeoutError`.  Leaving the loop early kills
+    the child.
     """
 
     def __init__(self, argv: Sequence[str], *, timeout: float,

@@ -32,7 +32,7 @@ import netaddr
 from conntrack_lib import capabilities, commands, matching
 from conntrack_lib import exceptions as exc
 
-#: Keywords whose ``conntrack`` filter means what :mod:`matching` says on
+#: Keywords whose ``conntrack`` filter means what :mod:`~conntrack_lib.matching` says on
 #: every supported release.  Left out: ``orig_zone``/``reply_zone`` (1.4.7
 #: ``--orig-zone 0`` lists zone-7 flows, ``--reply-zone 0`` lists every
 #: flow), ``zone`` 0 (``-w 0`` keeps flows zoned in one direction), NAT

@@ -1,7 +1,7 @@
 """Parse entry listings (``-L``/``-G``/``-D``/``-U`` text output) into Entry values.
 
-Two ways in: :func:`iter_entries` streams line by line (memory does not
-grow with the table); :func:`parse_entries` collects a whole table and is
+Two ways in: :func:`~conntrack_lib.parser.iter_entries` streams line by line (memory does not
+grow with the table); :func:`~conntrack_lib.parser.parse_entries` collects a whole table and is
 faster, because it lets the fast pattern scan many lines of text at once
 instead of being called once per line.
 """
@@ -32,7 +32,7 @@ def iter_entries(lines: Iterable[str], *, strict: bool = False,
     Streams: lines are read one at a time, so a pipe or a file object works
     and memory does not grow with the table.  Summary lines are counted,
     blank lines ignored.  To collect a whole table into a list,
-    :func:`parse_entries` (which also takes lines) is faster.
+    :func:`~conntrack_lib.parser.parse_entries` (which also takes lines) is faster.
 
     :param lines: text lines (default format, ``-o extended``, ``id``,
         ``ktimestamp``, ``labels`` in any combination).
@@ -66,7 +66,7 @@ def parse_entries(text: str | Iterable[str], *, strict: bool = False,
     Same result as ``list(iter_entries(...))``, faster: the common line
     shape is matched over many lines of text in one scan (other lines go
     through the line-by-line parser).  Given lines, it joins them
-    :data:`SCAN_BLOCK_LINES` at a time for that scan.
+    :data:`~conntrack_lib.parser.entries.SCAN_BLOCK_LINES` at a time for that scan.
 
     :param text: the whole output, or its lines (a pipe being read works).
     :param strict: raise on an unreadable line instead of skipping it.

@@ -2,7 +2,7 @@
 
 Most lines of a large table are TCP/UDP-like flows (ports or no layer-4
 fields) with the usual metadata.  One pattern reads such a line in a single
-scan and :func:`fast_entry` fills the models from its groups; any line the
+scan and ``fast_entry`` fills the models from its groups; any line the
 pattern misses, or whose groups do not add up, goes to the general parser
 in :mod:`conntrack_lib.parser.lines`, which decides.
 """

@@ -42,7 +42,7 @@ def summary_count(text: str, word: str, noun: str = "flow entries") -> int | Non
 
     :param text: conntrack's stderr.
     :param word: the verb conntrack prints (``deleted``, ``shown``, ...).
-    :param noun: one of :data:`NOUNS`.
+    :param noun: one of :data:`~conntrack_lib.parser.summary.NOUNS`.
     :returns: the count, or None when no such line is there.
     """
     found = None

@@ -2,7 +2,7 @@
 
 Standard library XML only; the input is local conntrack output.  The XML
 printer of conntrack 1.4.7 (libnetfilter_conntrack 1.0.9) has defects that
-are undone here; :func:`parse_xml` lists them.
+are undone here; :func:`~conntrack_lib.parser.parse_xml` lists them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Test doubles for code that uses conntrack_lib.
 
-:class:`FakeConntrack` is an in-memory executor with the semantics of the
-conntrack 1.4.7 command line; :class:`FakeConntrackFixture` wraps it for
+:class:`~conntrack_lib.testing.fake.FakeConntrack` is an in-memory executor with
+the semantics of the conntrack 1.4.7 command line;
+:class:`~conntrack_lib.testing.fixture.FakeConntrackFixture` wraps it for
 ``fixtures``/``testtools`` suites, and the pytest plugin of this package
 provides it as the ``fake_conntrack`` fixture.
 

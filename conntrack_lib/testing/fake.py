@@ -54,6 +54,7 @@ ENOENT = 2
 EEXIST = 17
 EINVAL = 22
 
+#: A clock: a callable returning seconds, like :func:`time.monotonic`.
 Clock = Callable[[], float]
 
 
@@ -367,7 +368,7 @@ class FakeConntrack:
 
     Each network namespace has its own table; ``None`` is the caller's own
     namespace and always exists.  Results and errors come from the same
-    :func:`conntrack_lib.executor.interpret` the real executors use.
+    :func:`conntrack_lib.results.interpret` the real executors use.
 
     Differences a test may notice: entries are listed in insertion order
     (the kernel uses hash order; rely on neither), ``-o xml`` is not
@@ -430,7 +431,7 @@ class FakeConntrack:
 
     def execute(self, command: Any, *, namespace: str | None = None,
                 timeout: float | None = None) -> executor.Result:
-        """Run ``command`` and return its :class:`~conntrack_lib.executor.Result`.
+        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`.
 
         :raises CommandError: (and subclasses) as the real executors do.
         :raises InvalidArgumentError: a bad namespace name.

@@ -271,7 +271,7 @@ def render(flow: Flow, now: float, *, output: Sequence[str] = (), use: int | Non
 
 
 def to_entry(flow: Flow, now: float) -> Entry:
-    """Return the :class:`Entry` a parser would read from ``flow``'s line."""
+    """Return the :class:`~conntrack_lib.models.Entry` a parser would read from ``flow``'s line."""
     flags = frozenset(
         [w[1:-1] for w in _flag_word(flow.status)]
         + ([] if flow.status & SEEN_REPLY else ["UNREPLIED"])
@@ -348,7 +348,7 @@ def engine_view(flow: Flow, now: float) -> Entry:
 
 def compile_filters(filters: Mapping[str, Any], *, kind: str = "list",
                     now: float = 0.0) -> Predicate:
-    """Return a predicate for ``filters`` with the meaning :mod:`matching` defines.
+    """Return a predicate for ``filters`` with the meaning :mod:`~conntrack_lib.matching` defines.
 
     :param filters: validated filter keywords (``timeout`` is ``-D -t``'s
         exact remaining-timeout match).

@@ -1,4 +1,4 @@
-"""A ``fixtures.Fixture`` that provides a fresh :class:`FakeConntrack`."""
+"""A ``fixtures.Fixture`` providing a fresh :class:`~conntrack_lib.testing.fake.FakeConntrack`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ class FakeConntrackFixture(fixtures.Fixture):  # type: ignore[misc]
     """Give each test its own in-memory conntrack and a clock it controls.
 
     ``self.fake`` is the executor to pass as ``ConntrackHelper(executor=...)``;
-    ``self.clock`` is its :class:`FakeClock` (advance it to age entries).
+    ``self.clock`` is its :class:`~conntrack_lib.testing.fake.FakeClock`
+    (advance it to age entries).
 
     :param namespaces: network namespaces that exist in the fake.
     :param start: the clock's initial reading in seconds.

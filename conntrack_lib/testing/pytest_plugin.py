@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conntrack_lib.testing.fake import FakeConntrack
+    from conntrack_lib.testing import fake
 
 
 @pytest.fixture
-def fake_conntrack() -> Iterator[FakeConntrack]:
-    """Yield a fresh in-memory :class:`FakeConntrack` driven by a fake clock.
+def fake_conntrack() -> Iterator[fake.FakeConntrack]:
+    """Yield a fresh in-memory :class:`~conntrack_lib.testing.fake.FakeConntrack`.
+
+    It is driven by a fake clock.
 
     The clock is ``fake_conntrack.clock``; call ``.advance(seconds)`` on it
     to let entry timeouts run down.

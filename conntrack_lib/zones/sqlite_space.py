@@ -83,7 +83,10 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 def store_error(path: str, exc: sqlite3.Error, timeout: float) -> exceptions.ZoneStoreError:
-    """Return the :class:`ZoneStoreError` for ``exc``, naming who holds a busy database."""
+    """Return the :class:`~conntrack_lib.exceptions.ZoneStoreError` for ``exc``.
+
+    It names who holds a busy database.
+    """
     if _is_busy(exc):
         holders = fs.lock_holders([path, path + "-shm", path + "-wal"])
         who = ", ".join(holders) if holders else "an unknown holder"

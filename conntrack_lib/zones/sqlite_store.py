@@ -56,7 +56,7 @@ class SQLiteZoneStore:
 
     :param path: the database file.
     :param timeout: seconds an operation waits while another process holds
-        the database before it raises :class:`ZoneStoreError` naming the
+        the database before it raises :class:`~conntrack_lib.exceptions.ZoneStoreError` naming the
         holder; never longer.
     :param migrate_from: a :class:`~conntrack_lib.zones.FileZoneStore` JSON
         document imported when the database is created (then never read

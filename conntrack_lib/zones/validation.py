@@ -15,8 +15,8 @@ def validate_key(key: object) -> str:
     :param key: the candidate key.
     :returns: the key, unchanged.
     :raises exceptions.InvalidArgumentError: when it is not a non-empty
-        str of at most :data:`MAX_KEY_LENGTH` characters without NUL or
-        newline.
+        str of at most :data:`~conntrack_lib.zones.validation.MAX_KEY_LENGTH`
+        characters without NUL or newline.
     """
     if not isinstance(key, str):
         raise exceptions.InvalidArgumentError("key", key, "must be a str")

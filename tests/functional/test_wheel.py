@@ -3,7 +3,7 @@
 The wheel is built from this checkout, installed with its runtime
 requirements into a fresh virtual environment, and checked there: the
 package imports, ``conntrack-lib --help`` runs, and the distribution holds
-LICENSE and the deployment samples of ``etc/``.  The requirements come from
+LICENSE, the SPDX license expression and the ``etc/`` files.  The requirements come from
 the package index (the same one the test command installs from).
 """
 
@@ -17,6 +17,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA_FILES = ("etc/conntrack_lib/rootwrap.conf",
+              "etc/oslo-config-generator/conntrack_lib.conf",
               "etc/conntrack_lib/rootwrap.d/conntrack-lib.filters",
               "etc/sudoers.d/conntrack-lib")
 #: What the package imports at run time, and nothing else.
@@ -49,12 +50,14 @@ def test_wheel_installs_into_a_fresh_venv_with_license_and_etc_files() -> None:
         probe = ("import importlib.metadata as m, conntrack_lib, sys; "
                  "d = m.distribution('conntrack_lib'); "
                  "print(conntrack_lib.__file__); "
+                 "print('LICENSE-EXPRESSION', d.metadata['License-Expression']); "
                  "print('\\n'.join(str(f) for f in d.files)); "
                  "print('REQUIRES', *(r.split('>')[0].split(';')[0] for r in d.requires))")
         out = _run(python, "-c", probe, cwd=work)
         assert out.splitlines()[0].startswith(str(venv)), out.splitlines()[0]
         files = set(out.splitlines())
         assert any(f.endswith("dist-info/licenses/LICENSE") for f in files), files
+        assert "LICENSE-EXPRESSION Apache-2.0" in files, out
         installed = {f.split("data/", 1)[-1] for f in files}
         for path in DATA_FILES:
             assert any(f.endswith(path) for f in installed), path
