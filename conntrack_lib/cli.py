@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
@@ -337,6 +338,15 @@ class ConntrackApp(cliff_app.App):  # type: ignore[misc]
         # Global options without a command: the help was shown instead.
         return EXIT_USAGE if self.interactive_mode else code
 
+    def run_subcommand(self, argv: list[str]) -> int:
+        """Run one command; an unknown command exits 2, with --debug too."""
+        try:
+            return int(super().run_subcommand(argv))
+        except ValueError as error:
+            # cliff raises only with --debug, and only for an unknown command;
+            # without --debug it logs the same error and returns 2.
+            return report_error(self, error)
+
     def configure_logging(self) -> None:
         """Add cliff's console handler, remembering it to remove it after the run."""
         root = logging.getLogger("")
@@ -424,15 +434,28 @@ class _ErrorsMixin:
     app: ConntrackApp
 
     def run(self, parsed_args: argparse.Namespace) -> int:
-        """Run the command; report a failure as one line unless --debug."""
+        """Run the command; report a failure as one line and its exit code.
+
+        ``--debug`` prints the traceback before that line and changes
+        nothing else: the exit code stays the one of the error.
+        """
         try:
             return int(super().run(parsed_args))  # type: ignore[misc]
         except (exc.ConntrackError, Aborted, cfg.Error) as error:
-            if self.app.options.debug:
-                raise
-            self.app.stderr.write(f"{PROG}: error: {describe_error(error)}\n")
-            self.app.stderr.flush()
-            return exit_code_for(error)
+            return report_error(self.app, error)
+
+
+def report_error(app: ConntrackApp, error: BaseException) -> int:
+    """Write ``error`` as one stderr line (after its traceback with --debug).
+
+    Call it from an ``except`` block: the traceback is the one being handled.
+    Return the exit code of ``error``.
+    """
+    if app.options.debug:
+        app.stderr.write(traceback.format_exc())
+    app.stderr.write(f"{PROG}: error: {describe_error(error)}\n")
+    app.stderr.flush()
+    return exit_code_for(error)
 
 
 class ListFlows(_ErrorsMixin, lister.Lister):  # type: ignore[misc]

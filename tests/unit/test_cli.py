@@ -568,8 +568,60 @@ def test_runtime_error_is_exit_1_and_debug_shows_traceback(fake: FakeConntrack) 
     assert result.err_lines == ["conntrack-lib: error: CommandTimeoutError: after 60 s"]
     fake.fail_next(exc.CommandTimeoutError(("conntrack", "-L"), -9, "", "killed"))
     debug = run(["--debug", "list"], fake)
-    assert debug.code != 0
+    assert debug.code == cli.EXIT_FAILURE
     assert "Traceback" in debug.err
+
+
+def _exit_case(case: str, fake: FakeConntrack) -> tuple[list[str], io.StringIO | None]:
+    """Return the argv and stdin that end a run with ``case``."""
+    stdin = None
+    if case == "ok":
+        argv = ["count"]
+    elif case == "failure":
+        fake.fail_next(exc.CommandTimeoutError(("conntrack", "-L"), -9, "", "killed"))
+        argv = ["list"]
+    elif case == "usage":
+        argv = ["list", "--zone", "70000"]
+    elif case == "permission":
+        fake.fail_next(exc.PermissionDeniedError(("conntrack", "-L"), 1, "", "not permitted"))
+        argv = ["list"]
+    elif case == "namespace":
+        argv = ["--namespace", "red", "list"]
+    else:
+        argv, stdin = ["delete", "--zone", "5"], TTY("n\n")
+    return argv, stdin
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(("case", "code"), [
+    ("ok", cli.EXIT_OK), ("failure", cli.EXIT_FAILURE), ("usage", cli.EXIT_USAGE),
+    ("permission", cli.EXIT_PERMISSION), ("namespace", cli.EXIT_NO_NAMESPACE),
+    ("aborted", cli.EXIT_ABORTED),
+])
+def test_debug_keeps_every_exit_code_and_adds_the_traceback(
+        fake: FakeConntrack, case: str, code: int, debug: bool) -> None:
+    argv, stdin = _exit_case(case, fake)
+    result = run(["--debug", *argv] if debug else argv, fake, stdin=stdin)
+    assert result.code == code, result.err
+    if code == cli.EXIT_OK:
+        assert result.err == ""
+        return
+    last = result.err_lines[-1]
+    assert last.startswith("conntrack-lib: error: ") or "aborted" in last
+    if debug:
+        assert "Traceback (most recent call last)" in result.err
+    else:
+        assert len(result.err_lines) == 1 and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_command_exits_2_with_and_without_debug(fake: FakeConntrack,
+                                                        debug: bool) -> None:
+    with mock.patch.object(cli.ConntrackApp, "get_fuzzy_matches", return_value=[]):
+        result = run(["--debug", "nosuch"] if debug else ["nosuch"], fake)
+    assert result.code == cli.EXIT_USAGE
+    assert "nosuch" in result.err
+    assert ("Traceback" in result.err) is debug
 
 
 def test_describe_error_is_always_one_line() -> None:
