@@ -39,19 +39,23 @@ from conntrack_lib import exceptions as exc
 # Some of these names are imported only so that they stay importable from
 # cli.py, where they were before the formatting helpers moved.
 from conntrack_lib.cli_format import (  # noqa: F401
+    ALL_COLUMNS,
     ENTRY_COLUMNS,
     PROGRESS_AFTER,
     PROGRESS_EVERY,
+    SHORT_COLUMNS,
     Aborted,
     ArgvColumn,
     ConfirmMixin,
     CountersColumn,
     FlowTupleColumn,
     PairsColumn,
+    PlainFormattersMixin,
     StreamingJSONFormatter,
     WordsColumn,
     entry_row,
     field_names,
+    list_columns,
 )
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import CpuStats, Entry
@@ -458,42 +462,39 @@ def report_error(app: ConntrackApp, error: BaseException) -> int:
     return exit_code_for(error)
 
 
-class ListFlows(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+class ListFlows(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ignore[misc]
     """List the flows matching the filters, one row per flow."""
 
-    def _load_formatter_plugins(self) -> Any:
-        """Return cliff's list formatters, with JSON written as rows arrive."""
-        plugins = super()._load_formatter_plugins()
-        for extension in plugins:
-            if extension.name == "json":
-                extension.obj = StreamingJSONFormatter()
-        return plugins
-
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        """Return the parser with every filter option."""
+        """Return the parser with --long and every filter option."""
         parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("--long", action="store_true",
+                            help="show every field of a flow in the table, csv and value "
+                            "formats (json and yaml always do)")
         add_filter_options(parser)
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
         """Return the columns and a lazy stream of rows from one dump."""
+        columns = list_columns(parsed_args.long, parsed_args.formatter, parsed_args.columns)
         entries = self.app.helper().iter_entries(**filters_from(parsed_args))
         # Pull the first entry now, so that a failure to start the dump is
         # reported before the formatter prints anything.
         first = next(entries, None)
-        return ENTRY_COLUMNS, _rows(first, entries)
+        return columns, _rows(first, entries, columns)
 
 
-def _rows(first: Entry | None, rest: Iterator[Entry]) -> Iterator[tuple[Any, ...]]:
+def _rows(first: Entry | None, rest: Iterator[Entry],
+          columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     if first is None:
         return
-    yield entry_row(first)
+    yield entry_row(first, columns)
     for entry in rest:
-        yield entry_row(entry)
+        yield entry_row(entry, columns)
 
 
-class CountFlows(_ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class CountFlows(_ErrorsMixin, PlainFormattersMixin, show.ShowOne):  # type: ignore[misc]
     """Count the flows matching the filters (all flows without filters)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -508,7 +509,8 @@ class CountFlows(_ErrorsMixin, show.ShowOne):  # type: ignore[misc]
         return ("count",), (self.app.helper().count(**filters_from(parsed_args)),)
 
 
-class DeleteFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class DeleteFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
+                  show.ShowOne):  # type: ignore[misc]
     """Delete the flows matching the filters (every flow without filters)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -550,7 +552,8 @@ class DeleteFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mis
         return ("deleted",), (deleted,)
 
 
-class FlushFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class FlushFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
+                  show.ShowOne):  # type: ignore[misc]
     """Delete every flow of one zone, or of the whole table with --all."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -597,7 +600,7 @@ def _where(app: ConntrackApp) -> str:
     return f" in namespace {namespace}" if namespace else ""
 
 
-class ShowStats(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+class ShowStats(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ignore[misc]
     """Show the per-CPU conntrack statistics."""
 
     def take_action(self, parsed_args: argparse.Namespace
@@ -613,7 +616,7 @@ def stats_table(stats: Sequence[CpuStats]) -> tuple[tuple[str, ...], list[tuple[
     return ("cpu", *names), rows
 
 
-class ListZones(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+class ListZones(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ignore[misc]
     """Show the zones of a zone store and the live flows of each zone."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
