@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from cliff import columns as cliff_columns
 from cliff.formatters import base as cliff_base
-from cliff.formatters import json_format, table, value
+from cliff.formatters import json_format, shell, table, value
 from stevedore import ExtensionManager
 from stevedore.extension import Extension
 
+from conntrack_lib.exceptions import InvalidArgumentError
 from conntrack_lib.models import Counters, Entry, FlowTuple
 
 if TYPE_CHECKING:
@@ -256,6 +257,16 @@ class QuietTableFormatter(table.TableFormatter):  # type: ignore[misc]
                          parsed_args)
 
 
+class PlainShellFormatter(shell.ShellFormatter):  # type: ignore[misc]
+    """cliff's ``name="value"`` lines, with plain tokens as values."""
+
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+                 stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write one ``name="value"`` line per column."""
+        cells = [cell if isinstance(cell, int | float) else plain_value(cell) for cell in data]
+        super().emit_one(column_names, cells, stdout, parsed_args)
+
+
 #: The formatters a listing takes from this module instead of cliff, by name.
 LIST_FORMATTERS: Mapping[str, type[Any]] = {
     "table": QuietTableFormatter, "value": PlainValueFormatter, "csv": PlainCSVFormatter,
@@ -264,17 +275,30 @@ LIST_FORMATTERS: Mapping[str, type[Any]] = {
 #: The formatters a single-record command takes from this module, by name.
 ONE_FORMATTERS: Mapping[str, type[Any]] = {
     "table": QuietTableFormatter, "value": PlainValueFormatter, "csv": PlainCSVFormatter,
+    "shell": PlainShellFormatter,
 }
 
 
 class PlainFormattersMixin:
     """Give a cliff display command this CLI's table, value, csv and json formatters.
 
-    The others cliff loads (yaml, shell) stay as they are.  A single-record
-    command gains ``csv``, which cliff only offers to listings.
+    cliff's yaml stays as it is.  A single-record command gains ``csv``,
+    which cliff only offers to listings.  An unknown ``-c`` column is an
+    invalid argument (exit code 2), not a failure.
     """
 
     formatter_namespace: str
+
+    def _generate_columns_and_selector(self, parsed_args: argparse.Namespace,
+                                       column_names: Sequence[str]) -> Any:
+        """Return cliff's columns and selector; refuse an unknown column."""
+        try:
+            return super()._generate_columns_and_selector(  # type: ignore[misc]
+                parsed_args, column_names)
+        except ValueError as error:
+            raise InvalidArgumentError(
+                "--column", " ".join(parsed_args.columns),
+                f"no such column; choose among {' '.join(column_names)}") from error
 
     def _load_formatter_plugins(self) -> Any:
         """Return cliff's formatters with ours in place of theirs."""

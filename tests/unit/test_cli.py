@@ -290,6 +290,18 @@ def test_list_of_nothing_prints_nothing_and_exits_0(fmt: str, expected: str) -> 
     assert (result.code, result.out, result.err) == (0, expected, "")
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("command", ["list", "count"])
+def test_unknown_column_is_an_invalid_argument(fake: FakeConntrack, command: str,
+                                               debug: bool) -> None:
+    argv = [command, "-c", "bogus"]
+    result = run(["--debug", *argv] if debug else argv, fake)
+    assert (result.code, result.out) == (cli.EXIT_USAGE, "")
+    assert result.err_lines[-1].startswith("conntrack-lib: error: InvalidArgumentError: "
+                                           "--column='bogus': no such column")
+    assert ("Traceback" in result.err) is debug
+
+
 def test_list_of_nothing_in_a_table_with_print_empty(fake: FakeConntrack) -> None:
     result = run(["list", "--zone", "9", "--print-empty"], fake)
     assert result.code == 0 and "| proto" in result.out
@@ -435,6 +447,8 @@ def test_delete_dry_run_prints_argv_and_deletes_nothing(fake: FakeConntrack) -> 
     plain = run(["delete", "--zone", "5", "--dry-run", "-f", "value"], fake)
     binary = constants.CONNTRACK_BINARY
     assert plain.out == f"True\n{binary} -D -w 5\n{binary} -D -w 5\n"
+    shell = run(["delete", "--zone", "5", "--dry-run", "-f", "shell"], fake)
+    assert shell.out.splitlines()[-1] == f'argv="{binary} -D -w 5"'
     rows = list(csv.reader(io.StringIO(run(["delete", "--zone", "5", "--dry-run", "-f", "csv"],
                                            fake).out)))
     assert rows == [["dry_run", "command", "argv"],
