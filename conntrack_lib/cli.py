@@ -2,17 +2,19 @@
 
 Every command goes through :class:`~conntrack_lib.helper.ConntrackHelper`,
 so the CLI validates values exactly as the library does and runs the same
-commands an agent would.  Listings are Lister commands: the table, json,
-yaml, csv and value formatters come from cliff, and rows are produced
-lazily from one ``conntrack -L`` so a large table is not held twice.
+commands an agent would.  Listings are Lister commands on cliff's
+formatters, with this CLI's own table, value, csv and json, and rows are
+produced lazily from one ``conntrack -L`` so a large table is not held
+twice.  ``list`` shows a short set of columns unless ``--long`` or a
+structured format (json, yaml) asks for every field.
 
 Exit codes: 0 success, 1 conntrack or runtime failure, 2 invalid
 arguments, 3 permission denied, 4 network namespace not found, 5 the
 operator declined a confirmation.
 
 This module holds the cliff application and its command classes; the
-columns, the row builder, the streaming JSON formatter and the
-confirmation and progress mixin are in :mod:`conntrack_lib.cli_format`.
+columns, the row builder, the formatters and the confirmation and
+progress mixin are in :mod:`conntrack_lib.cli_format`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from conntrack_lib import exceptions as exc
 # Some of these names are imported only so that they stay importable from
 # cli.py, where they were before the formatting helpers moved.
 from conntrack_lib.cli_format import (  # noqa: F401
-    ALL_COLUMNS,
     ENTRY_COLUMNS,
     PROGRESS_AFTER,
     PROGRESS_EVERY,
