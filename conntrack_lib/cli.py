@@ -2,17 +2,19 @@
 
 Every command goes through :class:`~conntrack_lib.helper.ConntrackHelper`,
 so the CLI validates values exactly as the library does and runs the same
-commands an agent would.  Listings are Lister commands: the table, json,
-yaml, csv and value formatters come from cliff, and rows are produced
-lazily from one ``conntrack -L`` so a large table is not held twice.
+commands an agent would.  Listings are Lister commands on cliff's
+formatters, with this CLI's own table, value, csv and json, and rows are
+produced lazily from one ``conntrack -L`` so a large table is not held
+twice.  ``list`` shows a short set of columns unless ``--long`` or a
+structured format (json, yaml) asks for every field.
 
 Exit codes: 0 success, 1 conntrack or runtime failure, 2 invalid
 arguments, 3 permission denied, 4 network namespace not found, 5 the
 operator declined a confirmation.
 
 This module holds the cliff application and its command classes; the
-columns, the row builder, the streaming JSON formatter and the
-confirmation and progress mixin are in :mod:`conntrack_lib.cli_format`.
+columns, the row builder, the formatters and the confirmation and
+progress mixin are in :mod:`conntrack_lib.cli_format`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
@@ -41,16 +44,19 @@ from conntrack_lib.cli_format import (  # noqa: F401
     ENTRY_COLUMNS,
     PROGRESS_AFTER,
     PROGRESS_EVERY,
+    SHORT_COLUMNS,
     Aborted,
     ArgvColumn,
     ConfirmMixin,
     CountersColumn,
     FlowTupleColumn,
     PairsColumn,
+    PlainFormattersMixin,
     StreamingJSONFormatter,
     WordsColumn,
     entry_row,
     field_names,
+    list_columns,
 )
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import CpuStats, Entry
@@ -337,6 +343,15 @@ class ConntrackApp(cliff_app.App):  # type: ignore[misc]
         # Global options without a command: the help was shown instead.
         return EXIT_USAGE if self.interactive_mode else code
 
+    def run_subcommand(self, argv: list[str]) -> int:
+        """Run one command; an unknown command exits 2, with --debug too."""
+        try:
+            return int(super().run_subcommand(argv))
+        except ValueError as error:
+            # cliff raises only with --debug, and only for an unknown command;
+            # without --debug it logs the same error and returns 2.
+            return report_error(self, error)
+
     def configure_logging(self) -> None:
         """Add cliff's console handler, remembering it to remove it after the run."""
         root = logging.getLogger("")
@@ -424,53 +439,63 @@ class _ErrorsMixin:
     app: ConntrackApp
 
     def run(self, parsed_args: argparse.Namespace) -> int:
-        """Run the command; report a failure as one line unless --debug."""
+        """Run the command; report a failure as one line and its exit code.
+
+        ``--debug`` prints the traceback before that line and changes
+        nothing else: the exit code stays the one of the error.
+        """
         try:
             return int(super().run(parsed_args))  # type: ignore[misc]
         except (exc.ConntrackError, Aborted, cfg.Error) as error:
-            if self.app.options.debug:
-                raise
-            self.app.stderr.write(f"{PROG}: error: {describe_error(error)}\n")
-            self.app.stderr.flush()
-            return exit_code_for(error)
+            return report_error(self.app, error)
 
 
-class ListFlows(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+def report_error(app: ConntrackApp, error: BaseException) -> int:
+    """Write ``error`` as one stderr line (after its traceback with --debug).
+
+    Call it from an ``except`` block: the traceback is the one being handled.
+    Return the exit code of ``error``.
+    """
+    if app.options.debug:
+        app.stderr.write(traceback.format_exc())
+    app.stderr.write(f"{PROG}: error: {describe_error(error)}\n")
+    app.stderr.flush()
+    return exit_code_for(error)
+
+
+class ListFlows(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ignore[misc]
     """List the flows matching the filters, one row per flow."""
 
-    def _load_formatter_plugins(self) -> Any:
-        """Return cliff's list formatters, with JSON written as rows arrive."""
-        plugins = super()._load_formatter_plugins()
-        for extension in plugins:
-            if extension.name == "json":
-                extension.obj = StreamingJSONFormatter()
-        return plugins
-
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        """Return the parser with every filter option."""
+        """Return the parser with --long and every filter option."""
         parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("--long", action="store_true",
+                            help="show every field of a flow in the table, csv and value "
+                            "formats (json and yaml always do)")
         add_filter_options(parser)
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
                     ) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
         """Return the columns and a lazy stream of rows from one dump."""
+        columns = list_columns(parsed_args.long, parsed_args.formatter, parsed_args.columns)
         entries = self.app.helper().iter_entries(**filters_from(parsed_args))
         # Pull the first entry now, so that a failure to start the dump is
         # reported before the formatter prints anything.
         first = next(entries, None)
-        return ENTRY_COLUMNS, _rows(first, entries)
+        return columns, _rows(first, entries, columns)
 
 
-def _rows(first: Entry | None, rest: Iterator[Entry]) -> Iterator[tuple[Any, ...]]:
+def _rows(first: Entry | None, rest: Iterator[Entry],
+          columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     if first is None:
         return
-    yield entry_row(first)
+    yield entry_row(first, columns)
     for entry in rest:
-        yield entry_row(entry)
+        yield entry_row(entry, columns)
 
 
-class CountFlows(_ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class CountFlows(_ErrorsMixin, PlainFormattersMixin, show.ShowOne):  # type: ignore[misc]
     """Count the flows matching the filters (all flows without filters)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -485,7 +510,8 @@ class CountFlows(_ErrorsMixin, show.ShowOne):  # type: ignore[misc]
         return ("count",), (self.app.helper().count(**filters_from(parsed_args)),)
 
 
-class DeleteFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class DeleteFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
+                  show.ShowOne):  # type: ignore[misc]
     """Delete the flows matching the filters (every flow without filters)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -527,7 +553,8 @@ class DeleteFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[mis
         return ("deleted",), (deleted,)
 
 
-class FlushFlows(ConfirmMixin, _ErrorsMixin, show.ShowOne):  # type: ignore[misc]
+class FlushFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
+                  show.ShowOne):  # type: ignore[misc]
     """Delete every flow of one zone, or of the whole table with --all."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -574,7 +601,7 @@ def _where(app: ConntrackApp) -> str:
     return f" in namespace {namespace}" if namespace else ""
 
 
-class ShowStats(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+class ShowStats(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ignore[misc]
     """Show the per-CPU conntrack statistics."""
 
     def take_action(self, parsed_args: argparse.Namespace
@@ -590,7 +617,7 @@ def stats_table(stats: Sequence[CpuStats]) -> tuple[tuple[str, ...], list[tuple[
     return ("cpu", *names), rows
 
 
-class ListZones(_ErrorsMixin, lister.Lister):  # type: ignore[misc]
+class ListZones(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ignore[misc]
     """Show the zones of a zone store and the live flows of each zone."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:

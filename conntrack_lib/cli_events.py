@@ -3,7 +3,8 @@
 A command of the ``conntrack-lib`` application, registered through the
 ``conntrack_lib.cli`` entry point namespace.  It prints each event the
 moment it arrives, either as one JSON object per line (``-f json``, easy to
-pipe into ``jq``) or as a fixed-width table row (``-f table``).  It stops
+pipe into ``jq``, with the fields of ``list -f json``) or as a fixed-width
+table row (``-f table``, with the columns of ``list``).  It stops
 after ``--duration`` seconds, after ``--count`` events, or on Ctrl-C.
 """
 
@@ -20,8 +21,9 @@ from conntrack_lib import cli, cli_format
 from conntrack_lib.models import Event
 
 EVENT_TYPES = ("NEW", "UPDATE", "DESTROY")
-_TABLE_HEADER = ("TYPE", "PROTO", "SRC", "SPORT", "DST", "DPORT", "ZONE", "STATE", "MARK")
-_TABLE_LINE = "{:<8} {:<6} {:<39} {:>5} {:<39} {:>5} {:>5} {:<12} {:>10}"
+#: The table shows the event type, then the columns of ``list`` without --long.
+_TABLE_HEADER = ("TYPE", *(name.upper() for name in cli_format.SHORT_COLUMNS))
+_TABLE_LINE = "{:<8} {:<6} {:<39} {:<39} {:<12} {:<12} {:>5} {:>10} {:>7}"
 
 
 def event_record(event: Event) -> dict[str, Any]:
@@ -34,16 +36,14 @@ def event_record(event: Event) -> dict[str, Any]:
 
 
 def table_row(event: Event) -> str:
-    """Return ``event`` as one fixed-width line of the table format."""
-    entry, flow = event.entry, event.entry.original
-    return _TABLE_LINE.format(
-        event.type, entry.proto, str(flow.src), _blank(flow.sport), str(flow.dst),
-        _blank(flow.dport), _blank(entry.zone), entry.state or "", _blank(entry.mark),
-    ).rstrip()
+    """Return ``event`` as one fixed-width line of the table format.
 
-
-def _blank(value: object) -> str:
-    return "" if value is None else str(value)
+    The cells are those of ``list -f value``: ports as ``SPORT->DPORT``,
+    nothing where a flow has no value.
+    """
+    cells = (cli_format.plain_value(cli_format.entry_cell(event.entry, name))
+             for name in cli_format.SHORT_COLUMNS)
+    return _TABLE_LINE.format(event.type, *cells).rstrip()
 
 
 def write_events(events: Iterable[Event], out: TextIO, fmt: str) -> int:

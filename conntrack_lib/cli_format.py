@@ -2,16 +2,20 @@
 
 The cliff command classes of :mod:`conntrack_lib.cli` build on this module:
 the cliff columns that show an :class:`~conntrack_lib.models.Entry` field as
-text for a human and as structured data for json and yaml, the JSON
-formatter that writes rows as they arrive, the row builder for a flow, and
-the mixin that asks the operator before flows are destroyed and shows the
-elapsed time of a long delete on a terminal.
+text for a human and as structured data for json and yaml, the formatters
+(a table that prints nothing for no rows, value and csv that print plain
+tokens, JSON written as rows arrive), the columns and row builder of
+``list``, and the mixin that asks the operator before flows are destroyed
+and shows the elapsed time of a long delete on a terminal.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import itertools
 import json
+import os
 import shlex
 import textwrap
 import threading
@@ -20,8 +24,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cliff import columns as cliff_columns
-from cliff.formatters import json_format
+from cliff.formatters import base as cliff_base
+from cliff.formatters import json_format, shell, table, value
+from stevedore import ExtensionManager
+from stevedore.extension import Extension
 
+from conntrack_lib.exceptions import InvalidArgumentError
 from conntrack_lib.models import Counters, Entry, FlowTuple
 
 if TYPE_CHECKING:
@@ -153,7 +161,161 @@ def machine_value(cell: Any) -> Any:
     return cell
 
 
-#: Every field of Entry, in declaration order: the columns of ``list``.
+def plain_value(cell: Any) -> str:
+    """Return ``cell`` as one plain token of the value and csv formats.
+
+    Nothing (None, an empty list or dict) is the empty string, a list is
+    its items joined by spaces and a dict its ``key=value`` pairs joined by
+    spaces, leaving out the keys without a value: never a Python repr.
+    """
+    data = machine_value(cell)
+    if data is None:
+        return ""
+    if isinstance(data, Mapping):
+        return " ".join(f"{key}={plain_value(item)}" for key, item in data.items()
+                        if item is not None)
+    if isinstance(data, list | tuple | set | frozenset):
+        return " ".join(plain_value(item) for item in data)
+    return str(data)
+
+
+def _table_cell(cell: Any) -> Any:
+    return "" if cell is None else cell
+
+
+class PlainValueFormatter(value.ValueFormatter):  # type: ignore[misc]
+    """Print cells as plain tokens separated by spaces, one row per line."""
+
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write each row as its plain tokens joined by spaces."""
+        for row in data:
+            stdout.write(" ".join(plain_value(cell) for cell in row) + "\n")
+
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+                 stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write each value as a plain token on its own line."""
+        for cell in data:
+            stdout.write(plain_value(cell) + "\n")
+
+
+class PlainCSVFormatter(cliff_base.ListFormatter, cliff_base.SingleFormatter):  # type: ignore[misc]
+    """Print a header line, then rows of plain tokens, as CSV."""
+
+    def add_argument_group(self, parser: argparse.ArgumentParser) -> None:
+        """Add cliff's --quote option."""
+        group = parser.add_argument_group("CSV Formatter")
+        group.add_argument("--quote", choices=sorted(_QUOTE_MODES), dest="quote_mode",
+                           default="nonnumeric",
+                           help="when to include quotes, defaults to nonnumeric")
+
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write the column names, then one line per row."""
+        writer = csv.writer(stdout, quoting=_QUOTE_MODES[parsed_args.quote_mode],
+                            lineterminator=os.linesep, escapechar="\\")
+        writer.writerow(column_names)
+        for row in data:
+            writer.writerow([_csv_cell(cell) for cell in row])
+
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+                 stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write the column names, then the one row of values."""
+        self.emit_list(column_names, [data], stdout, parsed_args)
+
+
+_QUOTE_MODES: Mapping[str, Any] = {"all": csv.QUOTE_ALL, "minimal": csv.QUOTE_MINIMAL,
+                                   "nonnumeric": csv.QUOTE_NONNUMERIC,
+                                   "none": csv.QUOTE_NONE}
+
+
+def _csv_cell(cell: Any) -> Any:
+    # Numbers stay numbers, so that --quote nonnumeric leaves them bare.
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        return cell
+    return plain_value(cell)
+
+
+class QuietTableFormatter(table.TableFormatter):  # type: ignore[misc]
+    """cliff's table, printing nothing for no rows and blanks for no value."""
+
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write the table; write nothing at all when there is no row."""
+        rows = iter(data)
+        first = next(rows, None)
+        if first is None and not parsed_args.print_empty:
+            return
+        cells = (tuple(_table_cell(cell) for cell in row)
+                 for row in itertools.chain([first] if first is not None else [], rows))
+        super().emit_list(column_names, cells, stdout, parsed_args)
+
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+                 stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write the Field/Value table, with blanks for no value."""
+        super().emit_one(column_names, [_table_cell(cell) for cell in data], stdout,
+                         parsed_args)
+
+
+class PlainShellFormatter(shell.ShellFormatter):  # type: ignore[misc]
+    """cliff's ``name="value"`` lines, with plain tokens as values."""
+
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+                 stdout: TextIO, parsed_args: argparse.Namespace) -> None:
+        """Write one ``name="value"`` line per column."""
+        cells = [cell if isinstance(cell, int | float) else plain_value(cell) for cell in data]
+        super().emit_one(column_names, cells, stdout, parsed_args)
+
+
+#: The formatters a listing takes from this module instead of cliff, by name.
+LIST_FORMATTERS: Mapping[str, type[Any]] = {
+    "table": QuietTableFormatter, "value": PlainValueFormatter, "csv": PlainCSVFormatter,
+    "json": StreamingJSONFormatter,
+}
+#: The formatters a single-record command takes from this module, by name.
+ONE_FORMATTERS: Mapping[str, type[Any]] = {
+    "table": QuietTableFormatter, "value": PlainValueFormatter, "csv": PlainCSVFormatter,
+    "shell": PlainShellFormatter,
+}
+
+
+class PlainFormattersMixin:
+    """Give a cliff display command this CLI's table, value, csv and json formatters.
+
+    cliff's yaml stays as it is.  A single-record command gains ``csv``,
+    which cliff only offers to listings.  An unknown ``-c`` column is an
+    invalid argument (exit code 2), not a failure.
+    """
+
+    formatter_namespace: str
+
+    def _generate_columns_and_selector(self, parsed_args: argparse.Namespace,
+                                       column_names: Sequence[str]) -> Any:
+        """Return cliff's columns and selector; refuse an unknown column."""
+        try:
+            return super()._generate_columns_and_selector(  # type: ignore[misc]
+                parsed_args, column_names)
+        except ValueError as error:
+            raise InvalidArgumentError(
+                "--column", " ".join(parsed_args.columns),
+                f"no such column; choose among {' '.join(column_names)}") from error
+
+    def _load_formatter_plugins(self) -> Any:
+        """Return cliff's formatters with ours in place of theirs."""
+        loaded = super()._load_formatter_plugins()  # type: ignore[misc]
+        ours = LIST_FORMATTERS if self.formatter_namespace.endswith(".list") else (
+            ONE_FORMATTERS)
+        extensions = [ext for ext in loaded if ext.name not in ours]
+        # An extension made here has no entry point, as in stevedore's own
+        # make_test_instance examples.
+        extensions += [Extension(name, None, kind, kind())  # type: ignore[arg-type]
+                       for name, kind in ours.items()]
+        extensions.sort(key=lambda ext: ext.name)
+        return ExtensionManager.make_test_instance(
+            extensions, namespace=self.formatter_namespace)
+
+
+#: Every field of Entry, in declaration order: the columns of ``list --long``.
 ENTRY_COLUMNS: tuple[str, ...] = field_names(Entry)
 
 _COLUMN_TYPES: Mapping[str, Callable[[Any], Any]] = {
@@ -166,14 +328,63 @@ _COLUMN_TYPES: Mapping[str, Callable[[Any], Any]] = {
 }
 
 
-def entry_row(entry: Entry) -> tuple[Any, ...]:
-    """Return the ``list`` row of ``entry``, one cell per Entry field."""
-    row = []
-    for name in ENTRY_COLUMNS:
-        value = getattr(entry, name)
-        wrap = _COLUMN_TYPES.get(name)
-        row.append(wrap(value) if wrap is not None else value)
-    return tuple(row)
+def flow_ports(flow: FlowTuple) -> str:
+    """Return the ports of ``flow`` as ``SPORT->DPORT``, or nothing without ports."""
+    if flow.sport is None and flow.dport is None:
+        return ""
+    return f"{_blank(flow.sport)}->{_blank(flow.dport)}"
+
+
+def _blank(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+#: The columns ``list`` adds to the Entry fields, each read from the original
+#: direction: its source and destination addresses and its ports.
+_DERIVED_COLUMNS: Mapping[str, Callable[[Entry], Any]] = {
+    "source": lambda entry: str(entry.original.src),
+    "destination": lambda entry: str(entry.original.dst),
+    "ports": lambda entry: flow_ports(entry.original),
+}
+
+#: The columns of ``list`` without ``--long``, in the table, csv and value formats.
+SHORT_COLUMNS: tuple[str, ...] = (
+    "proto", "source", "destination", "ports", "state", "zone", "mark", "timeout")
+
+#: Every column ``-c`` can pick: the short ones first, then the other Entry fields.
+ALL_COLUMNS: tuple[str, ...] = SHORT_COLUMNS + tuple(
+    name for name in ENTRY_COLUMNS if name not in SHORT_COLUMNS)
+
+#: The formats that show every Entry field by default, with its structure.
+STRUCTURED_FORMATS = frozenset({"json", "yaml"})
+
+
+def list_columns(long: bool, formatter: str, selected: Sequence[str]) -> tuple[str, ...]:
+    """Return the columns ``list`` produces for its options.
+
+    ``-c`` picks among :data:`ALL_COLUMNS`; ``--long`` and the json and yaml
+    formats show every Entry field; the others show :data:`SHORT_COLUMNS`.
+    """
+    if selected:
+        return ALL_COLUMNS
+    if long or formatter in STRUCTURED_FORMATS:
+        return ENTRY_COLUMNS
+    return SHORT_COLUMNS
+
+
+def entry_cell(entry: Entry, name: str) -> Any:
+    """Return the cell of column ``name`` for ``entry``."""
+    derive = _DERIVED_COLUMNS.get(name)
+    if derive is not None:
+        return derive(entry)
+    value = getattr(entry, name)
+    wrap = _COLUMN_TYPES.get(name)
+    return wrap(value) if wrap is not None else value
+
+
+def entry_row(entry: Entry, columns: Sequence[str] = ENTRY_COLUMNS) -> tuple[Any, ...]:
+    """Return the ``list`` row of ``entry``: one cell per column, every Entry field by default."""
+    return tuple(entry_cell(entry, name) for name in columns)
 
 
 # -- confirmation and progress ----------------------------------------------

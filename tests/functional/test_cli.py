@@ -98,6 +98,40 @@ def test_list_filters_and_count(seeded: str) -> None:
     assert json.loads(done.stdout) == {"count": 4}
 
 
+def test_list_table_shows_the_short_columns(seeded: str) -> None:
+    done = cli("--executor", "process", "--namespace", seeded, "list", "--zone", str(ZONE),
+               "--sort-column", "ports")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [c.strip() for c in lines[1].strip("|").split("|")] == [
+        "proto", "source", "destination", "ports", "state", "zone", "mark", "timeout"]
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[:7] == ["tcp", "10.1.0.1", "10.1.0.2", "40000->443", "ESTABLISHED",
+                         str(ZONE), "42"]
+    assert 0 < int(cells[7]) <= 600
+    assert max(len(line) for line in lines) < 100
+
+
+def test_list_value_and_csv_print_plain_tokens(seeded: str) -> None:
+    value = cli("--executor", "process", "--namespace", seeded, "list", "-f", "value",
+                "--long", "--proto", "icmp")
+    assert value.returncode == 0, value.stderr
+    assert "src=10.3.0.1 dst=10.3.0.2 icmp_type=8 icmp_code=0 icmp_id=9" in value.stdout
+    assert " UNREPLIED " in value.stdout
+    csv_out = cli("--executor", "process", "--namespace", seeded, "list", "-f", "csv",
+                  "--long")
+    assert csv_out.returncode == 0, csv_out.stderr
+    for text in ("{", "[", "None", "'"):
+        assert text not in value.stdout + csv_out.stdout
+    count = cli("--executor", "process", "--namespace", seeded, "count", "-f", "csv")
+    assert (count.returncode, count.stdout.split()) == (0, ['"count"', "8"])
+
+
+def test_list_of_nothing_prints_nothing(seeded: str) -> None:
+    done = cli("--executor", "process", "--namespace", seeded, "list", "--zone", "99")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 def test_privsep_executor_lists_the_same_flows(seeded: str) -> None:
     done = cli("--namespace", seeded, "list", "-f", "json", "--mark", "42")
     assert done.returncode == 0, done.stderr
@@ -172,4 +206,15 @@ def test_errors_are_one_line_with_an_exit_code(ns: str) -> None:
               "--dport", "70000")
     assert bad.returncode == 2
     assert "dport" in one_error_line(bad)
+    assert bad.stdout == ""
+
+
+def test_debug_keeps_the_exit_codes(ns: str) -> None:
+    missing = cli("--debug", "--executor", "process", "--namespace", ns + "-absent", "list")
+    assert missing.returncode == 4
+    assert "Traceback" in missing.stderr and "not found" in missing.stderr.splitlines()[-1]
+    bad = cli("--debug", "--executor", "process", "--namespace", ns, "list", "--proto", "tcp",
+              "--dport", "70000")
+    assert bad.returncode == 2
+    assert "Traceback" in bad.stderr and "dport" in bad.stderr.splitlines()[-1]
     assert bad.stdout == ""

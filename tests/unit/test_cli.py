@@ -32,6 +32,8 @@ from conntrack_lib.testing import FakeClock, FakeConntrack
 from conntrack_lib.zones import SQLiteZoneStore, ZoneAllocator
 
 ENTRY_FIELDS = [f.name for f in dataclasses.fields(Entry)]
+#: The columns of ``list`` without --long, as the issue asks for them.
+SHORT_COLUMNS = ("proto", "source", "destination", "ports", "state", "zone", "mark", "timeout")
 TUPLE_FIELDS = [f.name for f in dataclasses.fields(FlowTuple)]
 
 #: The filter keywords of the library's public contract.
@@ -177,10 +179,12 @@ def test_list_status_filter(fake: FakeConntrack) -> None:
 def test_list_csv_value_yaml_and_table(fake: FakeConntrack) -> None:
     table = run(["list", "-f", "table"], fake)
     assert table.code == 0
-    assert "| family" in table.out and "10.0.0.1:2000 -> 10.0.0.2:80" in table.out
+    assert "| proto" in table.out and "| 2000->80 " in table.out
+    long = run(["list", "-f", "table", "--long"], fake)
+    assert "| family" in long.out and "10.0.0.1:2000 -> 10.0.0.2:80" in long.out
 
     rows = list(csv.reader(io.StringIO(run(["list", "-f", "csv"], fake).out)))
-    assert rows[0] == ENTRY_FIELDS
+    assert rows[0] == list(SHORT_COLUMNS)
     assert len(rows) == 1 + 7
 
     value = run(["list", "-f", "value", "-c", "proto", "-c", "zone"], fake).out
@@ -190,6 +194,117 @@ def test_list_csv_value_yaml_and_table(fake: FakeConntrack) -> None:
     loaded = yaml.safe_load(run(["list", "-f", "yaml"], fake).out)
     assert len(loaded) == 7
     assert set(loaded[0]) == set(ENTRY_FIELDS)
+
+
+def test_list_table_shows_the_short_columns_by_default(fake: FakeConntrack) -> None:
+    result = run(["list"], fake)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert [c.strip() for c in lines[1].strip("|").split("|")] == list(SHORT_COLUMNS)
+    assert max(len(line) for line in lines) < 100
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:-1]]
+    assert ["tcp", "10.0.0.1", "10.0.0.2", "2001->80", "ESTABLISHED", "5", "0",
+            "600"] in cells
+    assert ["icmp", "10.0.0.1", "10.0.0.3", "", "", "0", "0", "30"] in cells
+    assert ["udp", "2001:db8::1", "2001:db8::2", "53->5353", "", "0", "0", "120"] in cells
+
+
+def test_list_long_shows_every_field_with_blanks_for_no_value(fake: FakeConntrack) -> None:
+    result = run(["list", "--long"], fake)
+    lines = result.out.splitlines()
+    assert [c.strip() for c in lines[1].strip("|").split("|")] == ENTRY_FIELDS
+    assert "None" not in result.out
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+@pytest.mark.parametrize("long", [False, True])
+def test_list_json_and_yaml_always_show_every_field(fake: FakeConntrack, fmt: str,
+                                                     long: bool) -> None:
+    result = run(["list", "-f", fmt, *(["--long"] if long else [])], fake)
+    rows = yaml.safe_load(result.out)  # JSON is YAML too
+    assert len(rows) == 7
+    assert all(sorted(row) == sorted(ENTRY_FIELDS) for row in rows)  # yaml sorts keys
+    assert all(isinstance(row["original"], dict) and isinstance(row["status"], list)
+               for row in rows)
+
+
+def test_list_column_option_picks_any_column(fake: FakeConntrack) -> None:
+    result = run(["list", "-f", "value", "-c", "family", "-c", "ports", "--zone", "5"], fake)
+    assert result.out.splitlines() == ["2000->80 ipv4", "2001->80 ipv4"]
+    picked = run(["list", "-f", "json", "-c", "source", "-c", "reply", "--zone", "5"],
+                 fake).json()
+    assert picked[0]["source"] == "10.0.0.1" and picked[0]["reply"]["dport"] == 2000
+
+
+def _rich_entry() -> Entry:
+    return Entry(
+        family="ipv4", proto="udp", protonum=17,
+        original=FlowTuple(netaddr.IPAddress("192.0.2.1"), netaddr.IPAddress("192.0.2.2"),
+                           sport=1, dport=2),
+        reply=FlowTuple(netaddr.IPAddress("192.0.2.2"), netaddr.IPAddress("192.0.2.1"),
+                        sport=2, dport=1),
+        timeout=50, labels=frozenset({"b", "a"}), status=frozenset({"UNREPLIED", "ASSURED"}),
+        counters=Counters(3, 300, 2, 200), extra=(("foo", "bar"),), mark=7,
+    )
+
+
+#: The --long row of _rich_entry as plain tokens, and of an entry with no extras.
+RICH_TOKENS = [
+    "ipv4", "udp", "17", "src=192.0.2.1 dst=192.0.2.2 sport=1 dport=2",
+    "src=192.0.2.2 dst=192.0.2.1 sport=2 dport=1", "", "50", "ASSURED UNREPLIED", "7", "0",
+    "", "", "", "", "a b", "orig_packets=3 orig_bytes=300 reply_packets=2 reply_bytes=200",
+    "", "", "", "", "foo=bar",
+]
+
+
+def test_list_csv_prints_plain_tokens_never_python_reprs() -> None:
+    bare = dataclasses.replace(_rich_entry(), labels=frozenset(), status=frozenset(),
+                               counters=None, extra=())
+    with mock.patch.object(ConntrackHelper, "iter_entries",
+                           side_effect=lambda **_: iter([_rich_entry(), bare])):
+        result = run(["list", "-f", "csv", "--long"], FakeConntrack())
+    assert result.code == 0, result.err
+    header, rich, empty = csv.reader(io.StringIO(result.out))
+    assert header == ENTRY_FIELDS
+    assert rich == RICH_TOKENS
+    assert empty[7] == empty[14] == empty[15] == empty[20] == ""
+    for text in ("{", "[", "None", "'"):
+        assert text not in result.out
+
+
+def test_list_value_prints_plain_tokens_never_python_reprs() -> None:
+    with mock.patch.object(ConntrackHelper, "iter_entries",
+                           side_effect=lambda **_: iter([_rich_entry()])):
+        long = run(["list", "-f", "value", "--long"], FakeConntrack())
+        short = run(["list", "-f", "value"], FakeConntrack())
+    assert long.out == " ".join(RICH_TOKENS) + "\n"
+    assert short.out == "udp 192.0.2.1 192.0.2.2 1->2  0 7 50\n"
+
+
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ("table", ""), ("value", ""), ("csv", ",".join(f'"{c}"' for c in SHORT_COLUMNS) + "\n"),
+    ("json", "[]\n"), ("yaml", "[]\n"),
+])
+def test_list_of_nothing_prints_nothing_and_exits_0(fmt: str, expected: str) -> None:
+    result = run(["list", "-f", fmt], FakeConntrack())
+    assert (result.code, result.out, result.err) == (0, expected, "")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("command", ["list", "count"])
+def test_unknown_column_is_an_invalid_argument(fake: FakeConntrack, command: str,
+                                               debug: bool) -> None:
+    argv = [command, "-c", "bogus"]
+    result = run(["--debug", *argv] if debug else argv, fake)
+    assert (result.code, result.out) == (cli.EXIT_USAGE, "")
+    assert result.err_lines[-1].startswith("conntrack-lib: error: InvalidArgumentError: "
+                                           "--column='bogus': no such column")
+    assert ("Traceback" in result.err) is debug
+
+
+def test_list_of_nothing_in_a_table_with_print_empty(fake: FakeConntrack) -> None:
+    result = run(["list", "--zone", "9", "--print-empty"], fake)
+    assert result.code == 0 and "| proto" in result.out
 
 
 def test_list_streams_rows_lazily(fake: FakeConntrack) -> None:
@@ -209,7 +324,7 @@ def test_list_streams_rows_lazily(fake: FakeConntrack) -> None:
     helper.iter_entries = counting  # type: ignore[method-assign]
     command = cli.ListFlows(app, app.options)
     columns, rows = command.take_action(command.get_parser("list").parse_args([]))
-    assert columns == tuple(ENTRY_FIELDS)
+    assert columns == SHORT_COLUMNS
     assert len(pulled) == 1  # only the first entry, to surface errors early
     assert len(list(rows)) == 7
     assert len(pulled) == 7
@@ -292,6 +407,25 @@ def test_count_all_and_filtered(fake: FakeConntrack) -> None:
     assert run(["count", "-f", "value", "--family", "ipv6"], fake).out.strip() == "1"
 
 
+@pytest.mark.parametrize(("fmt", "expected"), [
+    ("table", "+-------+-------+\n| Field | Value |\n+-------+-------+\n"
+              "| count | 2     |\n+-------+-------+\n"),
+    ("value", "2\n"),
+    ("csv", '"count"\n2\n'),
+    ("json", '{\n  "count": 2\n}\n'),
+    ("yaml", "count: 2\n"),
+    ("shell", 'count="2"\n'),
+])
+def test_count_with_every_formatter(fake: FakeConntrack, fmt: str, expected: str) -> None:
+    result = run(["count", "--zone", "5", "-f", fmt], fake)
+    assert (result.code, result.out, result.err) == (0, expected, "")
+
+
+def test_count_of_nothing_is_zero(fake: FakeConntrack) -> None:
+    result = run(["count", "--zone", "9", "-f", "csv"], fake)
+    assert (result.code, result.out) == (0, '"count"\n0\n')
+
+
 # -- delete --------------------------------------------------------------------------
 
 
@@ -310,6 +444,15 @@ def test_delete_dry_run_prints_argv_and_deletes_nothing(fake: FakeConntrack) -> 
     value = run(["delete", "--src", "10.0.0.0/8", "--dry-run", "-f", "value", "-c", "command"],
                 fake)
     assert value.out.strip() == f"{constants.CONNTRACK_BINARY} -D -s 10.0.0.0/8"
+    plain = run(["delete", "--zone", "5", "--dry-run", "-f", "value"], fake)
+    binary = constants.CONNTRACK_BINARY
+    assert plain.out == f"True\n{binary} -D -w 5\n{binary} -D -w 5\n"
+    shell = run(["delete", "--zone", "5", "--dry-run", "-f", "shell"], fake)
+    assert shell.out.splitlines()[-1] == f'argv="{binary} -D -w 5"'
+    rows = list(csv.reader(io.StringIO(run(["delete", "--zone", "5", "--dry-run", "-f", "csv"],
+                                           fake).out)))
+    assert rows == [["dry_run", "command", "argv"],
+                    ["True", f"{binary} -D -w 5", f"{binary} -D -w 5"]]
 
 
 def test_delete_dry_run_refuses_invalid_filters(fake: FakeConntrack) -> None:
@@ -568,8 +711,60 @@ def test_runtime_error_is_exit_1_and_debug_shows_traceback(fake: FakeConntrack) 
     assert result.err_lines == ["conntrack-lib: error: CommandTimeoutError: after 60 s"]
     fake.fail_next(exc.CommandTimeoutError(("conntrack", "-L"), -9, "", "killed"))
     debug = run(["--debug", "list"], fake)
-    assert debug.code != 0
+    assert debug.code == cli.EXIT_FAILURE
     assert "Traceback" in debug.err
+
+
+def _exit_case(case: str, fake: FakeConntrack) -> tuple[list[str], io.StringIO | None]:
+    """Return the argv and stdin that end a run with ``case``."""
+    stdin = None
+    if case == "ok":
+        argv = ["count"]
+    elif case == "failure":
+        fake.fail_next(exc.CommandTimeoutError(("conntrack", "-L"), -9, "", "killed"))
+        argv = ["list"]
+    elif case == "usage":
+        argv = ["list", "--zone", "70000"]
+    elif case == "permission":
+        fake.fail_next(exc.PermissionDeniedError(("conntrack", "-L"), 1, "", "not permitted"))
+        argv = ["list"]
+    elif case == "namespace":
+        argv = ["--namespace", "red", "list"]
+    else:
+        argv, stdin = ["delete", "--zone", "5"], TTY("n\n")
+    return argv, stdin
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(("case", "code"), [
+    ("ok", cli.EXIT_OK), ("failure", cli.EXIT_FAILURE), ("usage", cli.EXIT_USAGE),
+    ("permission", cli.EXIT_PERMISSION), ("namespace", cli.EXIT_NO_NAMESPACE),
+    ("aborted", cli.EXIT_ABORTED),
+])
+def test_debug_keeps_every_exit_code_and_adds_the_traceback(
+        fake: FakeConntrack, case: str, code: int, debug: bool) -> None:
+    argv, stdin = _exit_case(case, fake)
+    result = run(["--debug", *argv] if debug else argv, fake, stdin=stdin)
+    assert result.code == code, result.err
+    if code == cli.EXIT_OK:
+        assert result.err == ""
+        return
+    last = result.err_lines[-1]
+    assert last.startswith("conntrack-lib: error: ") or "aborted" in last
+    if debug:
+        assert "Traceback (most recent call last)" in result.err
+    else:
+        assert len(result.err_lines) == 1 and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_command_exits_2_with_and_without_debug(fake: FakeConntrack,
+                                                        debug: bool) -> None:
+    with mock.patch.object(cli.ConntrackApp, "get_fuzzy_matches", return_value=[]):
+        result = run(["--debug", "nosuch"] if debug else ["nosuch"], fake)
+    assert result.code == cli.EXIT_USAGE
+    assert "nosuch" in result.err
+    assert ("Traceback" in result.err) is debug
 
 
 def test_describe_error_is_always_one_line() -> None:

@@ -43,8 +43,21 @@ def test_events_table_has_a_header_and_one_row_per_event() -> None:
                            _fake_with_new_flows())
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].split()[:4] == ["TYPE", "PROTO", "SRC", "SPORT"]
-    assert len(lines) == 2 and lines[1].split()[:4] == ["NEW", "tcp", "10.0.0.1", "1000"]
+    assert lines[0].split() == ["TYPE", "PROTO", "SOURCE", "DESTINATION", "PORTS", "STATE",
+                                "ZONE", "MARK", "TIMEOUT"]
+    assert len(lines) == 2
+    # The NEW event of the fake carries no mark: its cell is blank.
+    assert lines[1].split() == ["NEW", "tcp", "10.0.0.1", "10.0.0.2", "1000->80",
+                                "ESTABLISHED", "0", "60"]
+
+
+def test_events_table_cells_are_those_of_list_value() -> None:
+    ct = _fake_with_new_flows()
+    _code, listed, _err = _run(["list", "-f", "value", "--sport", "1000", "--proto", "tcp"], ct)
+    _code, out, _err = _run(["events", "--duration", "1", "--count", "1"], ct)
+    # proto, source, destination, ports, state and zone, as list prints them
+    assert out.splitlines()[1].split()[1:7] == listed.split()[:6]
+    assert max(len(line) for line in out.splitlines()) <= 150
 
 
 def test_events_bad_filter_is_a_usage_error() -> None:
