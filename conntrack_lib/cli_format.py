@@ -60,7 +60,7 @@ _COUNTER_FIELDS = field_names(Counters)
 
 
 class FlowTupleColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
-    """Show a :class:`FlowTuple` as text, or as a dict for json and yaml."""
+    """Show a :class:`~conntrack_lib.models.FlowTuple` as text, or as a dict for json and yaml."""
 
     def human_readable(self) -> str:
         """Return the tuple as ``src:port -> dst:port``."""

@@ -102,6 +102,9 @@ nitpick_ignore = [
     ("py:class", "cliff.columns.FormattableColumn"),
     ("py:class", "cliff.columns._T"),
     ("py:class", "cliff.formatters.json_format.JSONFormatter"),
+    ("py:class", "cliff.formatters.value.ValueFormatter"),
+    ("py:class", "cliff.formatters.table.TableFormatter"),
+    ("py:class", "cliff.formatters.shell.ShellFormatter"),
 ]
 
 # Type aliases, shown by name (each is documented in api.rst).
