@@ -96,9 +96,14 @@ def test_every_command_kind_works_under_the_reduced_set(daemon: str, ns: str) ->
             "dport": 53, "timeout": 600}
     events: list[Any] = []
     watch = threading.Thread(target=lambda: events.append(PrivsepExecutor().execute(
-        commands.EventsCommand(duration=2, event_mask=["NEW"]), namespace=ns)), daemon=True)
+        commands.EventsCommand(duration=3, event_mask=["NEW"], src="10.7.0.1"),
+        namespace=ns)), daemon=True)
     watch.start()
-    time.sleep(0.7)
+    # The capture must be listening before the first create: wait for its
+    # conntrack (a loaded machine starts the daemon slowly), then let it
+    # subscribe.
+    _find_child("10.7.0.1", time.monotonic() + 20)
+    time.sleep(0.3)
     helper.create_entry(**flow)                                     # create
     created = helper.create_entries([{**flow, "sport": port} for port in range(2000, 2010)])
     assert created == 10                                            # -R batch
