@@ -24,7 +24,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from conntrack_lib import constants
 from conntrack_lib import exceptions as exc
@@ -208,8 +208,8 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
-def launch(argv: Sequence[str], *, stdin: bool = False,
-           die_with_parent: bool = False) -> subprocess.Popen[str] | ProcessOutput:
+def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
+           binary: bool = False) -> subprocess.Popen[Any] | ProcessOutput:
     """Start ``argv``: the one place a child process of this library begins.
 
     No shell, no inherited descriptors, a fixed minimal environment, text
@@ -224,8 +224,12 @@ def launch(argv: Sequence[str], *, stdin: bool = False,
         it ends (its process died): for ``conntrack -E``, which never ends by
         itself and would outlive a crashed privsep daemon for ever.  Only for
         such children, as it costs the fast spawn path.
+    :param binary: unbuffered byte pipes (for a reader that decodes chunks
+        itself) instead of UTF-8 text pipes.
     :returns: the running child, or the outcome of a failed exec.
     """
+    text: dict[str, Any] = {} if binary else {"encoding": "utf-8",
+                                              "errors": "surrogateescape"}
     try:
         return subprocess.Popen(
             list(argv),
@@ -234,9 +238,9 @@ def launch(argv: Sequence[str], *, stdin: bool = False,
             stderr=subprocess.PIPE,
             close_fds=True,
             env=_CHILD_ENV,
-            encoding="utf-8",
-            errors="surrogateescape",
+            bufsize=0 if binary else -1,
             preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+            **text,
         )
     except FileNotFoundError as err:
         return ProcessOutput(EXIT_NOT_FOUND, "", f"{argv[0]}: {err.strerror}")

@@ -130,12 +130,11 @@ def stop_events(handle: Any) -> bool:
 
 
 def _spawn(argv: tuple[str, ...], timeout: float, duration: float) -> _Stream:
-    proc = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        close_fds=True, env=netns._CHILD_ENV, bufsize=0,
-        # -E never ends by itself: it must not outlive a crashed daemon.
-        preexec_fn=netns._die_with_parent,  # noqa: PLW1509
-    )
+    # The one launcher of the library; -E never ends by itself, so it must
+    # not outlive a crashed daemon.
+    proc = netns.launch(argv, die_with_parent=True, binary=True)
+    if isinstance(proc, netns.ProcessOutput):
+        raise exc.ConntrackUnavailableError(argv, proc.exit_code, "", proc.stderr)
     expired = threading.Event()
 
     def expire() -> None:

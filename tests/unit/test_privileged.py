@@ -334,3 +334,20 @@ def test_start_keeps_a_running_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(privileged.default, "channel", sentinel)
     privileged.default.start()
     assert privileged.default.channel is sentinel
+
+
+def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any) -> None:
+    from conntrack_lib.privileged import events
+
+    missing = str(tmp_path / "no-conntrack")
+    with pytest.raises(exc.ConntrackUnavailableError) as caught:
+        events._spawn((missing, "-E"), 5.0, 1.0)
+    assert caught.value.exit_code == netns.EXIT_NOT_FOUND
+    assert missing in caught.value.stderr
+
+
+def test_events_start_through_the_one_launcher() -> None:
+    from conntrack_lib.privileged import events
+
+    source = inspect.getsource(events)
+    assert "subprocess.Popen(" not in source and "netns.launch(" in source
