@@ -486,7 +486,8 @@ class PrivsepExecutor(_Configured):
         :param namespace: network namespace of the table, or None for this
             process's own.
         :returns: one errno per command, in order.
-        :raises InvalidArgumentError: a command netlink create cannot encode.
+        :raises InvalidArgumentError: a command netlink create cannot encode,
+            or a bad namespace name.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
         from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
