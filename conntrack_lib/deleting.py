@@ -51,11 +51,19 @@ class DeletingMixin:
         raise NotImplementedError  # pragma: no cover - ConntrackHelper overrides it
 
     def count(self, **filters: Any) -> int:
-        """Return how many entries match ``filters``."""
+        """Return how many entries match ``filters``.
+
+        :param filters: the filter keywords of the public contract.
+        :returns: the number of matching flows.
+        """
         raise NotImplementedError  # pragma: no cover - ConntrackHelper overrides it
 
     def flush_zone(self, zone: int) -> int:
-        """Delete every flow of ``zone``."""
+        """Delete every flow of ``zone``.
+
+        :param zone: the zone to empty.
+        :returns: the number of flows deleted.
+        """
         raise NotImplementedError  # pragma: no cover - ConntrackHelper overrides it
 
     def delete_entries(self, **filters: Any) -> int:
@@ -98,6 +106,8 @@ class DeletingMixin:
 
         :param entries: parsed flows.
         :returns: how many flows went.
+        :raises InvalidArgumentError: for something that is not an entry.
+        :raises CommandError: when conntrack or netlink fails.
         """
         warnings.warn("ConntrackHelper.delete is deprecated; use delete_flows",
                       DeprecationWarning, stacklevel=2)
@@ -110,6 +120,9 @@ class DeletingMixin:
         :returns: how many flows went.
         :raises InvalidArgumentError: for a zone outside 0..65535.
         :raises CommandError: when conntrack fails.
+        :raises ZoneStoreError: when a held zone cannot be freed in the
+            zone store (see
+            :meth:`~conntrack_lib.helper.ConntrackHelper.flush_zone`).
         """
         if zone is not None:
             return self.flush_zone(zone)
@@ -123,6 +136,8 @@ class DeletingMixin:
 
         :param zone: the zone to empty, or None for every flow.
         :returns: how many flows went.
+        :raises InvalidArgumentError: for a zone outside 0..65535.
+        :raises CommandError: when conntrack fails.
         """
         warnings.warn("ConntrackHelper.flush is deprecated; use flush_table",
                       DeprecationWarning, stacklevel=2)

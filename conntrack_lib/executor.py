@@ -67,15 +67,41 @@ class Executor(Protocol):
     def execute(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
     ) -> Result:
-        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise."""
+        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
+
+        :param command: a command object of :mod:`conntrack_lib.commands`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: the exit status, output and count of the run.
+        :raises InvalidArgumentError: for a bad namespace name.
+        :raises CommandError: (or a subclass) when conntrack fails.
+        """
 
     def iter_lines(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
-        """Run a list command and yield its stdout lines."""
+        """Run a list command and yield its stdout lines.
+
+        :param command: a :class:`~conntrack_lib.commands.ListCommand`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: an iterator of the lines.
+        :raises InvalidArgumentError: for another command or a bad namespace.
+        :raises CommandError: (also from the iteration) when conntrack fails.
+        """
 
     def release(self) -> capabilities.Release:
-        """Return the release of the conntrack binary this executor runs."""
+        """Return the release of the conntrack binary this executor runs.
+
+        :returns: the release as ``(major, minor, patch)``.
+        :raises UnsupportedReleaseError: the binary names no release, or one
+            older than 1.4.5.
+        :raises CommandError: when ``conntrack --version`` fails.
+        """
 
     # Optional, and so not part of the protocol: executors that can create
     # flows over ctnetlink also have
@@ -110,6 +136,7 @@ class _Configured:
 
     @property
     def group(self) -> Any:
+        """Return the ``[conntrack_lib]`` option group of the executor's configuration."""
         return self.conf[opts.GROUP]
 
     def execute(
@@ -119,6 +146,18 @@ class _Configured:
 
         Transient failures are retried under the rule of
         :func:`~conntrack_lib.results.run_with_retries`.
+
+        :param command: a command object of :mod:`conntrack_lib.commands`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: the exit status, output and count of the run.
+        :raises InvalidArgumentError: for a bad namespace name.
+        :raises CommandError: (or a subclass such as
+            :class:`~conntrack_lib.exceptions.EntryExistsError` or
+            :class:`~conntrack_lib.exceptions.CommandTimeoutError`) when
+            conntrack fails.
         """
         limit = self.timeout_for(command, timeout)
         return run_with_retries(
@@ -129,7 +168,13 @@ class _Configured:
         raise NotImplementedError
 
     def timeout_for(self, command: Any, timeout: float | None) -> float:
-        """Return the timeout: explicit, or the option (long enough for events)."""
+        """Return the timeout: explicit, or the option (long enough for events).
+
+        :param command: the command to run.
+        :param timeout: the caller's timeout in seconds, or None.
+        :returns: ``timeout``, else the ``command_timeout`` option, raised
+            for an events command to its duration plus a grace period.
+        """
         if timeout is not None:
             return float(timeout)
         limit = float(self.group.command_timeout)
@@ -186,6 +231,15 @@ class ProcessExecutor(_Configured):
 
         The exit status is checked after the last line: a failure raises
         from the iteration.
+
+        :param command: a :class:`~conntrack_lib.commands.ListCommand`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: an iterator of the lines.
+        :raises InvalidArgumentError: for another command or a bad namespace.
+        :raises CommandError: (from the iteration) when conntrack fails.
         """
         _require_list(command)
         argv = netns.build_argv(command, self.binary, namespace)
@@ -198,6 +252,15 @@ class ProcessExecutor(_Configured):
 
         The child gets SIGTERM after the command's duration; its exit status
         is checked after the last line.  Closing the iterator kills it.
+
+        :param command: a :class:`~conntrack_lib.commands.EventsCommand`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: an iterator of the event lines.
+        :raises InvalidArgumentError: for another command or a bad namespace.
+        :raises CommandError: (from the iteration) when conntrack fails.
         """
         _require_events(command)
         argv = netns.build_argv(command, self.binary, namespace)
@@ -209,6 +272,10 @@ class ProcessExecutor(_Configured):
 
         0 means deleted, 2 (ENOENT) already gone, anything else an error.
 
+        :param entries: the :class:`~conntrack_lib.models.Entry` flows.
+        :param namespace: network namespace of the table, or None for this
+            process's own.
+        :returns: one errno per flow, in order.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
         from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
@@ -224,6 +291,9 @@ class ProcessExecutor(_Configured):
 
         :param creates: :class:`~conntrack_lib.commands.CreateCommand` objects
             without NAT or labels.
+        :param namespace: network namespace of the table, or None for this
+            process's own.
+        :returns: one errno per command, in order.
         :raises InvalidArgumentError: a command netlink create cannot encode.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
@@ -336,7 +406,17 @@ class PrivsepExecutor(_Configured):
     def iter_lines(
         self, command: Any, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
-        """Run a list command once and yield its lines, fetched chunk by chunk."""
+        """Run a list command once and yield its lines, fetched chunk by chunk.
+
+        :param command: a :class:`~conntrack_lib.commands.ListCommand`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: an iterator of the lines; close it to free the daemon's copy.
+        :raises InvalidArgumentError: for another command or a bad namespace.
+        :raises CommandError: when conntrack fails.
+        """
         _require_list(command)
         limit = self.timeout_for(command, timeout)
         started = time.monotonic()
@@ -359,6 +439,13 @@ class PrivsepExecutor(_Configured):
         :mod:`conntrack_lib.privileged.events`).  Closing the iterator, or
         dropping it, stops the capture.
 
+        :param command: a :class:`~conntrack_lib.commands.EventsCommand`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: an iterator of the event lines.
+        :raises InvalidArgumentError: for another command or a bad namespace.
         :raises OutputUnavailableError: the daemon runs too many streams.
         :raises CommandError: (from the iteration) conntrack failed.
         """
@@ -373,6 +460,11 @@ class PrivsepExecutor(_Configured):
         0 means deleted, 2 (ENOENT) already gone, anything else an error.
         Large lists go in several calls so no privsep message grows large.
 
+        :param entries: the :class:`~conntrack_lib.models.Entry` flows.
+        :param namespace: network namespace of the table, or None for this
+            process's own.
+        :returns: one errno per flow, in order.
+        :raises InvalidArgumentError: for a bad namespace name.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
         from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
@@ -391,7 +483,11 @@ class PrivsepExecutor(_Configured):
 
         :param creates: :class:`~conntrack_lib.commands.CreateCommand` objects
             without NAT or labels.
-        :raises InvalidArgumentError: a command netlink create cannot encode.
+        :param namespace: network namespace of the table, or None for this
+            process's own.
+        :returns: one errno per command, in order.
+        :raises InvalidArgumentError: a command netlink create cannot encode,
+            or a bad namespace name.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
         from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy

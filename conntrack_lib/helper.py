@@ -157,6 +157,8 @@ class ConntrackHelper(DeletingMixin):
         by this one until :meth:`flush_zone` frees it.
 
         :returns: the zones held.
+        :raises CommandError: when the table dump fails.
+        :raises ZoneStoreError: when the zone store cannot be updated.
         """
         with self._recover_lock:
             if not self._recovered:
@@ -177,7 +179,16 @@ class ConntrackHelper(DeletingMixin):
     def allocate_zone(self, key: str) -> int:
         """Return the zone of ``key``, allocating one if it has none.
 
+        The first call recovers the zones that have live flows but no
+        owner (see :meth:`recover`), so they are not handed out.
+
+        :param key: the owner (port, network, router), a non-empty str
+            without NUL or newline.
+        :returns: the zone, the same one on every call until released.
+        :raises InvalidArgumentError: for a bad key.
         :raises ZoneExhaustedError: when no zone is free in the range.
+        :raises ZoneStoreError: when the zone store cannot be updated.
+        :raises CommandError: when the first call's table dump fails.
         """
         if not self._recovered:
             self.recover()
@@ -201,6 +212,7 @@ class ConntrackHelper(DeletingMixin):
             than keys without one; nothing is allocated.
         :raises ZoneStoreError: when the zone store cannot be updated or
             stays busy beyond its timeout; nothing is allocated.
+        :raises CommandError: when the first call's table dump fails.
         """
         wanted = list(keys)
         if not self._recovered:
@@ -208,7 +220,13 @@ class ConntrackHelper(DeletingMixin):
         return self._allocator.allocate_many(wanted)
 
     def get_zone(self, key: str) -> int | None:
-        """Return the zone of ``key``, or None."""
+        """Return the zone of ``key``, or None.
+
+        :param key: the owner.
+        :returns: the zone, or None when ``key`` has none.
+        :raises InvalidArgumentError: for a bad key.
+        :raises ZoneStoreError: when the zone store cannot be read.
+        """
         return self._allocator.get(key)
 
     def release_zone(self, key: str, flush: bool = False) -> int | None:
@@ -217,7 +235,12 @@ class ConntrackHelper(DeletingMixin):
         The zone becomes free only after its flows are gone, so a failed
         flush leaves it allocated.
 
+        :param key: the owner.
+        :param flush: delete the zone's flows before releasing it.
         :returns: the released zone, or None if ``key`` had none.
+        :raises InvalidArgumentError: for a bad key.
+        :raises CommandError: when the flush fails; the zone stays allocated.
+        :raises ZoneStoreError: when the zone store cannot be updated.
         """
         zone = self._allocator.get(key)
         if zone is None:
@@ -228,13 +251,22 @@ class ConntrackHelper(DeletingMixin):
         return zone
 
     def zones(self) -> Mapping[str, int]:
-        """Return a copy of the key-to-zone map."""
+        """Return a copy of the key-to-zone map.
+
+        :returns: key to zone, for every key that owns one.
+        :raises ZoneStoreError: when the zone store cannot be read.
+        """
         return self._allocator.items()
 
     def flush_zone(self, zone: int) -> int:
         """Delete every flow of ``zone`` and stop holding it if it was held.
 
+        :param zone: the zone to empty.
         :returns: the number of flows deleted.
+        :raises InvalidArgumentError: for a zone outside 0..65535.
+        :raises CommandError: when conntrack or netlink fails; a held zone
+            stays held.
+        :raises ZoneStoreError: when the zone store cannot be updated.
         """
         deleted = self.delete_entries(zone=zone)
         if zone in self._allocator.held():

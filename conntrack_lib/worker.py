@@ -236,6 +236,7 @@ class DeletionQueue:
         requests are dropped (a batch already running completes).  Callers
         blocked on a full queue get :class:`QueueClosedError`.
 
+        :param drain: run the queued requests first (True) or drop them.
         :param timeout: seconds to wait for the thread; None waits for good.
         :returns: how many requests were dropped.
         """
@@ -290,7 +291,14 @@ class DeletionQueue:
                **filters: Any) -> int:
         """Queue a filtered deletion (deprecated alias of :meth:`delete_entries`).
 
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
+        :param filters: the filter keywords of
+            :meth:`~conntrack_lib.helper.ConntrackHelper.delete_entries`.
         :returns: how many requests were queued (1).
+        :raises InvalidArgumentError: for an invalid filter, at once.
+        :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
         """
         warnings.warn("DeletionQueue.delete is deprecated; use delete_entries",
                       DeprecationWarning, stacklevel=2)
@@ -343,7 +351,15 @@ class DeletionQueue:
                           *, block: bool | None = None, timeout: float | None = None) -> int:
         """Queue remote-address deletes (deprecated alias of :meth:`delete_by_remote_ips`).
 
+        :param zone: the zone, or None for every zone.
+        :param ips: remote addresses or CIDRs.
+        :param mark: only flows with this mark, if given.
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
         :returns: how many filtered requests were queued.
+        :raises InvalidArgumentError: for a bad value, at once.
+        :raises QueueFullError: when the queue stays full.
+        :raises QueueClosedError: when the queue was stopped.
         """
         warnings.warn("DeletionQueue.delete_remote_ips is deprecated; use "
                       "delete_by_remote_ips", DeprecationWarning, stacklevel=2)
@@ -384,10 +400,21 @@ class DeletionQueue:
     ) -> int:
         """Queue the deletion of the flows a removed rule allowed on one port.
 
-        Same arguments as
+        The arguments of
         :meth:`~conntrack_lib.helper.ConntrackHelper.delete_by_rule`, plus
         ``block`` and ``timeout``.
 
+        :param zone: the port's zone; None (explicitly) for every zone.
+        :param direction: ``ingress`` (flows towards ``ips``) or ``egress``.
+        :param ethertype: ``IPv4`` or ``IPv6``.
+        :param protocol: as Neutron sends it (name, number, numeric string);
+            None, 0 or ``any`` for every protocol.
+        :param port_range_min: first port, or the ICMP type.
+        :param port_range_max: last port, or the ICMP code.
+        :param remote_ip_prefix: the remote address or CIDR, or None.
+        :param ips: the port's own addresses.
+        :param block: wait while the queue is full (default: the queue's).
+        :param timeout: seconds to wait for room; None waits for good.
         :returns: how many filtered requests were queued.
         :raises InvalidArgumentError: for a bad value, at once.
         :raises QueueFullError: when the queue stays full.
@@ -455,7 +482,10 @@ class DeletionQueue:
     # -- waiting ---------------------------------------------------------
 
     def pending(self) -> int:
-        """Return how many requests wait or run right now."""
+        """Return how many requests wait or run right now.
+
+        :returns: the requests queued and not yet done.
+        """
         with self._not_empty:
             return self._pending_size + sum(i.size for i in self._running)
 
@@ -488,6 +518,7 @@ class DeletionQueue:
         (a whole zone, a mark) touches every address of its family.
 
         :param ip: an address or CIDR.
+        :param timeout: seconds to wait at most; None waits for good.
         :returns: True when every deletion touching ``ip`` succeeded, False
             if ``timeout`` seconds passed first.
         :raises InvalidArgumentError: for something that is not an address.
@@ -543,6 +574,8 @@ class DeletionQueue:
         ``deleted`` counts flows; ``batches`` counts worker rounds and
         ``processes`` the conntrack processes their plans started (the sum
         of ``DeletePlan.processes``, exact-flow deletes not included).
+
+        :returns: counter name to value, a copy.
         """
         with self._not_empty:
             counters = dict(self._stats)

@@ -356,6 +356,7 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds``.
 
+        :param seconds: how far to move, 0 or more.
         :raises ValueError: for a negative step (time does not run back).
         """
         if seconds < 0:
@@ -408,11 +409,19 @@ class FakeConntrack:
     # -- namespaces -----------------------------------------------------------
 
     def add_namespace(self, name: str) -> None:
-        """Create the (empty) network namespace ``name``; existing ones stay."""
+        """Create the (empty) network namespace ``name``; existing ones stay.
+
+        :param name: the namespace name.
+        :raises InvalidArgumentError: for a bad namespace name.
+        """
         self._kernel.tables.setdefault(netns_names.validate_name(name), Table())
 
     def remove_namespace(self, name: str) -> None:
-        """Delete the namespace ``name`` and its table."""
+        """Delete the namespace ``name`` and its table; a missing one is no error.
+
+        :param name: the namespace name.
+        :raises InvalidArgumentError: for a bad namespace name.
+        """
         self._kernel.tables.pop(netns_names.validate_name(name), None)
 
     @property
@@ -433,7 +442,14 @@ class FakeConntrack:
                 timeout: float | None = None) -> executor.Result:
         """Run ``command`` and return its :class:`~conntrack_lib.results.Result`.
 
-        :raises CommandError: (and subclasses) as the real executors do.
+        :param command: a command object of :mod:`conntrack_lib.commands`.
+        :param namespace: the namespace whose table it runs on, or None for
+            the caller's own.
+        :param timeout: accepted for the protocol's sake; the fake never
+            waits.
+        :returns: the result a real executor would return.
+        :raises CommandError: (and subclasses) as the real executors do,
+            or the error given to :meth:`fail_next`.
         :raises InvalidArgumentError: a bad namespace name.
         :raises NotImplementedError: an output format or filter the fake lacks.
         """
@@ -446,7 +462,15 @@ class FakeConntrack:
                    timeout: float | None = None) -> Iterator[str]:
         """Run a list command and return an iterator over its stdout lines.
 
-        :raises InvalidArgumentError: not a list command.
+        :param command: a :class:`~conntrack_lib.commands.ListCommand`.
+        :param namespace: the namespace whose table it lists, or None for
+            the caller's own.
+        :param timeout: accepted for the protocol's sake; the fake never
+            waits.
+        :returns: an iterator of the lines.
+        :raises InvalidArgumentError: not a list command, or a bad namespace
+            name.
+        :raises CommandError: (and subclasses) as :meth:`execute`.
         """
         if command.kind != "list":
             raise exc.InvalidArgumentError("command", command.kind,
@@ -478,7 +502,11 @@ class FakeConntrack:
         0 for a reply-zone flow, else the zone), like
         :mod:`conntrack_lib.netlink`.  No conntrack process is involved.
 
+        :param entries: the flows to delete.
+        :param namespace: the namespace of the table, or None for the
+            caller's own.
         :returns: 0 for a deleted flow, 2 (ENOENT) for one already gone.
+        :raises NamespaceNotFoundError: when ``namespace`` does not exist.
         """
         table = self._table(namespace)
         self.netlink_requests += len(entries)
@@ -494,9 +522,14 @@ class FakeConntrack:
         real executors refuse them); then each flow is created unless one of
         its tuples exists in its zone.  No conntrack process is involved.
 
+        :param creates: :class:`~conntrack_lib.commands.CreateCommand`
+            objects.
+        :param namespace: the namespace of the table, or None for the
+            caller's own.
         :returns: 0 for a created flow, 17 (EEXIST) for one that exists, 22
             (EINVAL) for one the kernel would refuse.
         :raises InvalidArgumentError: a command netlink create cannot encode.
+        :raises NamespaceNotFoundError: when ``namespace`` does not exist.
         """
         table = self._table(namespace)
         for command in creates:
@@ -516,11 +549,22 @@ class FakeConntrack:
     # -- inspection and seeding for tests -------------------------------------
 
     def fail_next(self, error: BaseException) -> None:
-        """Make the next command raise ``error`` (after it is counted as a call)."""
+        """Make the next command raise ``error`` (after it is counted as a call).
+
+        The netlink calls (:meth:`delete_flows`, :meth:`create_flows`) raise
+        it too.  Several calls queue several errors, raised in order.
+
+        :param error: the exception to raise.
+        """
         self._failures.append(error)
 
     def entries(self, namespace: str | None = None) -> list[Entry]:
-        """Return the live entries of a namespace, as a parser would read them."""
+        """Return the live entries of a namespace, as a parser would read them.
+
+        :param namespace: the namespace, or None for the caller's own.
+        :returns: the entries, in insertion order.
+        :raises NamespaceNotFoundError: when ``namespace`` does not exist.
+        """
         now = self._kernel.clock()
         return [to_entry(flow, now) for flow in self._table(namespace).live()]
 
@@ -531,7 +575,10 @@ class FakeConntrack:
         timeout becomes
         :data:`~conntrack_lib.testing.fake_table.DEFAULT_SEED_TIMEOUT`.
 
+        :param entry: the flow to insert.
+        :param namespace: the namespace, or None for the caller's own.
         :raises EntryExistsError: a flow with one of its tuples exists.
+        :raises NamespaceNotFoundError: when ``namespace`` does not exist.
         """
         table = self._table(namespace)
         flow = flow_from_entry(entry, self._kernel.clock(), self._kernel.next_id())
@@ -542,7 +589,11 @@ class FakeConntrack:
                                        f"Operation failed: {error}") from None
 
     def clear(self, namespace: str | None = None) -> None:
-        """Empty one namespace's table (no call, no process)."""
+        """Empty one namespace's table (no call, no process).
+
+        :param namespace: the namespace, or None for the caller's own.
+        :raises NamespaceNotFoundError: when ``namespace`` does not exist.
+        """
         self._table(namespace).clear()
 
     def _table(self, namespace: str | None) -> Table:

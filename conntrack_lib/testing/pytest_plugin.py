@@ -24,6 +24,9 @@ def fake_conntrack() -> Iterator[fake.FakeConntrack]:
 
     The clock is ``fake_conntrack.clock``; call ``.advance(seconds)`` on it
     to let entry timeouts run down.
+
+    :returns: the fake executor (yielded), dropped with its tables when the
+        test ends.
     """
     from conntrack_lib.testing.fixture import FakeConntrackFixture  # noqa: PLC0415 - lazy
 

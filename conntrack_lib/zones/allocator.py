@@ -236,21 +236,36 @@ class ZoneAllocator:
     def get(self, key: str) -> int | None:
         """Return the zone of ``key``, or ``None`` when it has none.
 
+        :param key: the owner.
+        :returns: the zone, or ``None``.
         :raises exceptions.InvalidArgumentError: for a bad key.
+        :raises exceptions.ZoneStoreError: when the store cannot be read.
         """
         validate_key(key)
         return self._space.get(key)
 
     def items(self) -> dict[str, int]:
-        """Return a copy of the key to zone mapping."""
+        """Return a copy of the key to zone mapping.
+
+        :returns: key to zone, for every key that owns one.
+        :raises exceptions.ZoneStoreError: when the store cannot be read.
+        """
         return self._space.items()
 
     def in_use(self) -> frozenset[int]:
-        """Return the zones owned by a key."""
+        """Return the zones owned by a key.
+
+        :returns: the owned zones.
+        :raises exceptions.ZoneStoreError: when the store cannot be read.
+        """
         return self._space.in_use()
 
     def held(self) -> frozenset[int]:
-        """Return the zones held by :meth:`hold` and not yet unheld."""
+        """Return the zones held by :meth:`hold` and not yet unheld.
+
+        :returns: the held zones.
+        :raises exceptions.ZoneStoreError: when the store cannot be read.
+        """
         return self._space.held()
 
     def restore(self, mapping: Mapping[str, int]) -> None:

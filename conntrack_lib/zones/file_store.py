@@ -85,6 +85,7 @@ class FileZoneStore:
     def locked(self) -> Iterator[object]:
         """Hold the external (inter-process) lock of this file.
 
+        :returns: a context manager holding the lock while it is entered.
         :raises exceptions.ZoneStoreError: when the lock file cannot be
             created or locked (read-only or full disk).
         """
@@ -100,6 +101,7 @@ class FileZoneStore:
     def load(self) -> ZoneSnapshot | None:
         """Return the stored snapshot, or ``None`` when the file is missing.
 
+        :returns: the snapshot the file holds, or ``None``.
         :raises exceptions.ZoneStoreError: when the file cannot be read,
             decoded or has the wrong shape.
         """
@@ -108,6 +110,7 @@ class FileZoneStore:
     def save(self, snapshot: ZoneSnapshot) -> None:
         """Write ``snapshot`` atomically; call it while holding :meth:`locked`.
 
+        :param snapshot: the whole state to store.
         :raises exceptions.ZoneStoreError: when any step of the write fails;
             the previous file is then untouched.
         """

@@ -127,6 +127,7 @@ class SQLiteZoneStore:
     def read(self) -> ZoneSnapshot | None:
         """Return the whole stored state without changing it, or ``None`` if there is no file.
 
+        :returns: the snapshot of the database, or ``None``.
         :raises exceptions.ZoneStoreError: when the file is unsafe or not a
             sound zone store.
         """

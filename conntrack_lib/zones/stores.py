@@ -60,15 +60,24 @@ class MemoryZoneStore:
     location = "<memory>"
 
     def locked(self) -> contextlib.AbstractContextManager[object]:
-        """Return a context that does nothing (the allocator's lock suffices)."""
+        """Return a context that does nothing (the allocator's lock suffices).
+
+        :returns: a null context manager.
+        """
         return contextlib.nullcontext()
 
     def load(self) -> ZoneSnapshot | None:
-        """Return ``None``: nothing is kept here."""
+        """Return ``None``: nothing is kept here.
+
+        :returns: ``None``, always.
+        """
         return None
 
     def save(self, snapshot: ZoneSnapshot) -> None:
-        """Discard ``snapshot``: nothing is kept here."""
+        """Discard ``snapshot``: nothing is kept here.
+
+        :param snapshot: the state, ignored.
+        """
 
 
 
