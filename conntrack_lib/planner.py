@@ -58,9 +58,14 @@ class Request:
     """One validated filter request: every flow matching all its filters.
 
     :ivar items: the canonical ``(keyword, value)`` pairs, in rendering order.
+    :ivar command: the command :meth:`build` validated them as, which a plan
+        sends as it is: nothing behind the edge validates a request again.
+        None for a request the planner made itself (a whole zone).
     """
 
     items: tuple[tuple[str, Any], ...]
+    command: commands.Command | None = dataclasses.field(default=None, compare=False,
+                                                         repr=False)
 
     @classmethod
     def build(cls, filters: Mapping[str, Any], kind: str = "delete") -> Request:
@@ -78,7 +83,7 @@ class Request:
             command: commands.Command = commands.ListCommand(**given)
         else:
             command = commands.DeleteCommand(**given)
-        return cls(tuple(command.fields.items()))
+        return cls(tuple(command.fields.items()), command)
 
     @property
     def filters(self) -> dict[str, Any]:
@@ -410,7 +415,7 @@ class DeletePlan:
         # family-less -D takes IPv4 only (1.4.6).
         return tuple([commands.DeleteCommand(**f) for z in zones
                       for f in listings({"zone": z}, self.caps)]
-                     + [commands.DeleteCommand(**r.cli_filters(self.caps)) for r in lines])
+                     + [_delete_line(r, self.caps) for r in lines])
 
     @property
     def dumps(self) -> int:
@@ -485,6 +490,15 @@ def plan_deletes(
                       dropped=len(unique) - len(kept), batch_size=batch_size,
                       cli_requests=cli_only, filtered=filtered,
                       estimate=dump_cost if strategy == "dump" else cli_cost, caps=caps)
+
+
+def _delete_line(request: Request, caps: capabilities.Capabilities) -> commands.DeleteCommand:
+    """Return the ``-D`` of ``request``: the command built at the edge when it fits the release."""
+    fields = request.cli_filters(caps)
+    if isinstance(request.command, commands.DeleteCommand) and fields == request.filters:
+        return request.command
+    # A whole zone the planner made, or 1.4.5's mask form of a prefix.
+    return commands.DeleteCommand(**fields)
 
 
 def _join_families(requests: list[Request]) -> list[Request]:

@@ -507,3 +507,25 @@ def test_planned_batch_runs_again_when_a_flow_vanished_mid_batch() -> None:
     assert [c.kind for c in recorder.calls] == ["batch", "batch"]
     # One flow printed by the aborted run, two lines by the full rerun.
     assert report.deleted == 1 + 2
+
+
+def test_requests_are_validated_once_at_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conntrack_lib import command_fields, commands, planner
+
+    requests = [planner.Request.build({"zone": 7, "proto": "udp", "dport": 53 + n})
+                for n in range(20)]
+    calls: list[object] = []
+    validate = command_fields._validate
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(command_fields, "_validate", counting)
+    monkeypatch.setattr(commands, "_validate", counting)
+    plan = planner.plan_deletes(requests, table_size=100, netlink=False)
+    lines = plan.cli_lines
+    assert plan.strategy == "cli" and len(lines) == 20
+    # The -D lines are the commands built (and validated) by Request.build.
+    assert [line is r.command for line, r in zip(lines, requests, strict=True)] == [True] * 20
+    assert calls == []
