@@ -532,7 +532,7 @@ class DeleteFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
 
         filters = filters_from(parsed_args)
         request = planner.Request.build(filters)  # validates before anything runs
-        command: Any = commands.DeleteCommand(**request.filters)
+        command: Any = request.command  # the DeleteCommand validated just above
         if parsed_args.dry_run and not request.cli_ok:
             # conntrack's own filter would get this wrong: the library dumps
             # and matches with its filter engine, then deletes exactly.
