@@ -185,6 +185,7 @@ def _notes_without_history():
     from docutils import nodes  # noqa: PLC0415
     from docutils.parsers.rst import Directive, directives  # noqa: PLC0415
     from docutils.statemachine import StringList  # noqa: PLC0415
+    from sphinx.util.nodes import nested_parse_with_titles  # noqa: PLC0415
 
     sections = (("features", "New Features"), ("upgrade", "Upgrade Notes"),
                 ("deprecations", "Deprecation Notes"), ("security", "Security Issues"),
@@ -199,17 +200,18 @@ def _notes_without_history():
             for path in sorted(glob.glob(os.path.join(root, "releasenotes", "notes", "*.yaml"))):
                 with open(path, encoding="utf-8") as handle:
                     notes.append(yaml.safe_load(handle))
-            lines = [self.options.get("unreleased-version-title", "Unreleased"), "=" * 10, ""]
-            for key, title in sections:
+            title = self.options.get("unreleased-version-title", "Unreleased")
+            lines = [title, "-" * len(title), ""]
+            for key, heading in sections:
                 items = [item for note in notes for item in (note or {}).get(key, [])]
                 if items:
-                    lines += [title, "-" * len(title), ""]
+                    lines += [heading, "~" * len(heading), ""]
                     for item in items:
                         body = item.strip().splitlines()
                         lines += ["* " + body[0], *("  " + line for line in body[1:]), ""]
             container = nodes.section()
             container.document = self.state.document
-            self.state.nested_parse(StringList(lines), 0, container, match_titles=True)
+            nested_parse_with_titles(self.state, StringList(lines), container)
             return container.children
 
     return NotesFromFiles
