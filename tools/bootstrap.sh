@@ -35,6 +35,20 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_debs+=(iproute2)
 if [ "$mode" = test ]; then
     [ -x /usr/bin/sudo ] || need_debs+=(sudo)
 fi
+# The documentation build's intersphinx inventories (Python's, oslo's, cliff's)
+# come from Debian's doc packages: the build needs no network besides.
+if [ "$mode" = test ] && [ "${CONNTRACK_LIB_DOC_DEPS:-1}" != 0 ]; then
+    for deb in python3-doc python-oslo.config-doc python-oslo.log-doc python-oslo.privsep-doc \
+               python-oslo.concurrency-doc python-cliff-doc; do
+        if ! dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed"; then
+            if [ "$(id -u)" -eq 0 ]; then
+                need_debs+=("$deb")
+            else
+                echo "bootstrap: $deb is missing: the docs build will fetch its inventory" >&2
+            fi
+        fi
+    done
+fi
 if [ "${#need_debs[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bootstrap: missing Debian packages ${need_debs[*]}; run as root or install them" >&2

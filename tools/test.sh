@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test of conntrack_lib:
 #   1. the unit suite on each supported Python (3.10 to 3.13) found here;
-#   2. the functional suite against the system's conntrack and kernel, in
+#   2. the documentation build (sphinx -n -W), then the functional suite
+#      against the system's conntrack and kernel, in
 #      throwaway network namespaces;
 #   3. the version matrix (tools/matrix.sh): the whole functional suite
 #      against every conntrack-tools release of a directory of source
@@ -158,6 +159,18 @@ for version in "${ordered[@]}"; do
     echo "test.sh: ===== unit suite on Python $version (at ${SECONDS}s)"
     run_pytest "$env/bin/python" tests/unit "$@"
 done
+
+echo "test.sh: ===== documentation, nitpicky (at ${SECONDS}s)"
+# Every warning is an error (-n -W): a broken reference fails the run.
+if "$venv/bin/sphinx-build" -q -n -W --keep-going -b html docs "$logs/docs-html" \
+        >"$logs/docs.log" 2>&1; then
+    echo "test.sh: documentation built without a warning"
+    passed=$((passed + 1))
+else
+    grep -v -i "eventlet" "$logs/docs.log" >&2 || true
+    echo "test.sh: documentation build FAILED" >&2
+    status=1; failed=$((failed + 1))
+fi
 
 echo "test.sh: ===== functional suite on the system's conntrack (at ${SECONDS}s)"
 functional_start=$SECONDS
