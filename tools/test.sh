@@ -172,6 +172,9 @@ else
     status=1; failed=$((failed + 1))
 fi
 
+# Typed seams: how many annotations still say Any (tools/count_any.py).
+echo "test.sh: $("$venv/bin/python" "$root/tools/count_any.py" 2>&1 | tail -n1)"
+
 echo "test.sh: ===== functional suite on the system's conntrack (at ${SECONDS}s)"
 functional_start=$SECONDS
 run_pytest "$venv/bin/python" tests/functional "$@"
