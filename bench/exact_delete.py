@@ -35,11 +35,12 @@ import tempfile
 import time
 from typing import Any
 
-from conntrack_lib import netlink
+from conntrack_lib import constants, netlink
 from conntrack_lib.privileged import netlink as priv
+from conntrack_lib.testing import namespaces
 
-IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
-CONNTRACK = "/usr/sbin/conntrack"
+IP = namespaces.ip_binary() or "ip"
+CONNTRACK = constants.CONNTRACK_BINARY
 ZONES = 10
 
 PYROUTE2_CHILD = """
@@ -228,12 +229,8 @@ def main() -> int:
         return 2
     table = [make_flow(n) for n in range(args.table)]
     targets = table[::2][:args.flows]
-    ns = f"ctbench-{os.getpid()}"
-    subprocess.run([IP, "netns", "add", ns], check=True)
-    try:
+    with namespaces.throwaway_namespace("ctbench-delete") as ns:
         report(ns, table, targets, args)
-    finally:
-        subprocess.run([IP, "netns", "delete", ns], check=False)
     return 0
 
 
