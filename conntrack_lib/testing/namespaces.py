@@ -96,19 +96,21 @@ def add_namespace(name: str) -> None:
 def delete_namespace(name: str) -> None:
     """Remove the network namespace ``name`` if it still exists.
 
-    SIGINT and SIGTERM are held back while ``ip netns delete`` runs, so a
+    SIGINT and SIGTERM are held back until ``ip netns delete`` is done, so a
     second Ctrl-C cannot leave the namespace behind; they are delivered
-    afterwards.  A failure is ignored: this runs on the way out of an error.
+    afterwards.  A failure (``ip`` missing, failing or hung) is ignored: this
+    runs on the way out of an error.
 
     :param name: the namespace to remove.
     """
-    if not os.path.exists(os.path.join(constants.NETNS_RUN_DIR, name)):
-        return
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CLEANUP_BLOCKED)
     try:
-        subprocess.run([ip_binary() or "ip", "netns", "delete", name], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=IP_TIMEOUT)
+        if os.path.exists(os.path.join(constants.NETNS_RUN_DIR, name)):
+            subprocess.run([ip_binary() or "ip", "netns", "delete", name], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=IP_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # the error that brought us here matters more
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 

@@ -165,6 +165,20 @@ def test_delete_skips_a_namespace_that_is_gone(fake_ip: FakeIp) -> None:
     assert fake_ip.calls == []
 
 
+@pytest.mark.parametrize("error", [FileNotFoundError("ip"),
+                                   subprocess.TimeoutExpired(["ip"], 60.0)])
+def test_a_failing_removal_does_not_hide_the_bodys_error(fake_ip: FakeIp,
+                                                         error: Exception) -> None:
+    def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        if argv[2] == "delete":
+            raise error
+        return fake_ip.run(argv, **kw)
+
+    with mock.patch.object(namespaces.subprocess, "run", side_effect=run), \
+            pytest.raises(ZeroDivisionError), namespaces.throwaway_namespace():
+        1 / 0  # noqa: B018
+
+
 def test_ip_binary_tries_the_candidates_in_order() -> None:
     last = constants.IP_BINARY_CANDIDATES[-1]
     with mock.patch.object(namespaces.os, "access", side_effect=lambda p, _m: p == last):
