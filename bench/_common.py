@@ -13,11 +13,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-CONNTRACK = "/usr/sbin/conntrack"
-IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
+from conntrack_lib import constants
+from conntrack_lib.testing import namespaces
+
+CONNTRACK = constants.CONNTRACK_BINARY
+IP = namespaces.ip_binary() or "ip"
 
 
 def require_root() -> None:
@@ -26,15 +29,15 @@ def require_root() -> None:
         sys.exit("this benchmark needs root: it creates a network namespace")
 
 
-@contextlib.contextmanager
-def namespace(tag: str) -> Iterator[str]:
-    """Yield a fresh namespace name; delete the namespace afterwards."""
-    name = f"ctbench-{tag}-{os.getpid()}"
-    subprocess.run([IP, "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run([IP, "netns", "delete", name], check=False)
+def namespace(tag: str) -> contextlib.AbstractContextManager[str]:
+    """Return a context manager yielding a fresh namespace, deleted afterwards.
+
+    :param tag: the benchmark's name, part of the namespace's
+        (``ctbench-<tag>-<pid>-<n>``).
+    :returns: :func:`conntrack_lib.testing.namespaces.throwaway_namespace`'s
+        context manager.
+    """
+    return namespaces.throwaway_namespace(f"ctbench-{tag}")
 
 
 def conntrack(ns: str, args: Sequence[str], stdin: str | None = None,

@@ -35,11 +35,12 @@ import tempfile
 import time
 from typing import Any
 
-from conntrack_lib import netlink
+from conntrack_lib import constants, netlink
 from conntrack_lib.privileged import netlink as priv
+from conntrack_lib.testing import namespaces
 
-IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
-CONNTRACK = "/usr/sbin/conntrack"
+IP = namespaces.ip_binary() or "ip"
+CONNTRACK = constants.CONNTRACK_BINARY
 ZONES = 10
 
 PYROUTE2_CHILD = """
@@ -67,10 +68,11 @@ print(json.dumps({"elapsed": elapsed, "deleted": deleted}))
 CLI_CHILD = """
 import json, subprocess, sys, time
 flows = json.load(open(sys.argv[1]))
+conntrack = sys.argv[2]
 deleted = 0
 started = time.perf_counter()
 for f in flows:
-    rc = subprocess.run(["/usr/sbin/conntrack", "-D", "-p", "udp", "-s", f["src"],
+    rc = subprocess.run([conntrack, "-D", "-p", "udp", "-s", f["src"],
                          "-d", f["dst"], "--sport", str(f["sport"]), "--dport",
                          str(f["dport"]), "-w", str(f["zone"])],
                         capture_output=True).returncode
@@ -108,13 +110,14 @@ def count(ns: str) -> int:
     return int(conntrack(ns, "-C"))
 
 
-def run_child(ns: str, code: str, flows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run ``code`` with a flows file in a Python child inside ``ns``."""
+def run_child(ns: str, code: str, flows: list[dict[str, Any]], *args: str) -> dict[str, Any]:
+    """Run ``code`` with a flows file and ``args`` in a Python child inside ``ns``."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
         json.dump(flows, handle)
         handle.flush()
         out = subprocess.run([IP, "netns", "exec", ns, sys.executable, "-c", code,
-                              handle.name], capture_output=True, text=True, check=True)
+                              handle.name, *args], capture_output=True, text=True,
+                             check=True)
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
@@ -160,7 +163,7 @@ def bench_pyroute2(ns: str, table: list[dict[str, Any]],
 def bench_cli(ns: str, table: list[dict[str, Any]], targets: list[dict[str, Any]],
               sample: int) -> float:
     refill(ns, table)
-    result = run_child(ns, CLI_CHILD, targets[:sample])
+    result = run_child(ns, CLI_CHILD, targets[:sample], CONNTRACK)
     assert result["deleted"] == sample, result
     return float(result["elapsed"])
 
@@ -228,12 +231,8 @@ def main() -> int:
         return 2
     table = [make_flow(n) for n in range(args.table)]
     targets = table[::2][:args.flows]
-    ns = f"ctbench-{os.getpid()}"
-    subprocess.run([IP, "netns", "add", ns], check=True)
-    try:
+    with namespaces.throwaway_namespace("ctbench-delete") as ns:
         report(ns, table, targets, args)
-    finally:
-        subprocess.run([IP, "netns", "delete", ns], check=False)
     return 0
 
 

@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conntrack_lib import parser
+from conntrack_lib import constants, parser
+from conntrack_lib.testing import namespaces
 
-CONNTRACK = "/usr/sbin/conntrack"
-IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
+CONNTRACK = constants.CONNTRACK_BINARY
+IP = namespaces.ip_binary() or "ip"
 RATIO_TARGET = 1.0
 PEAK_TARGET_MB = 50.0
 
@@ -107,15 +108,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/parse.py needs root (ip netns, conntrack)", file=sys.stderr)
         return 2
-    ns = f"ctbench-{os.getpid()}"
-    subprocess.run([IP, "netns", "add", ns], check=True)
-    try:
+    with namespaces.throwaway_namespace("ctbench-parse") as ns:
         _conntrack(ns, "-R", "-", stdin="".join(_load_lines(opts.entries)))
         dump_s, dump_cpu, text = _time_dump(ns, opts.repeat)
         # Parse in the same run, while the namespace (and its table) still exist.
         parse_s, parse_cpu, parsed = _time_parse(text, opts.repeat)
-    finally:
-        subprocess.run([IP, "netns", "delete", ns], check=False)
     peak_mb, streamed = _peak_stream(text)
     ratio = parse_s / dump_s
     lines = text.count("\n")

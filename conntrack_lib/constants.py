@@ -13,6 +13,12 @@ MAX_CONNTRACK_ZONE_ID: Final = 65535
 
 #: Where Debian's ``conntrack`` package installs the binary.
 CONNTRACK_BINARY: Final = "/usr/sbin/conntrack"
+#: Where iproute2's ``ip`` may be installed, in the order they are tried:
+#: Debian's ``/usr/sbin`` first, then older and other layouts.  Only the
+#: throwaway namespaces of the tests, benchmarks and demo use it
+#: (:func:`conntrack_lib.testing.namespaces.ip_binary`); the library itself
+#: never runs ``ip``.
+IP_BINARY_CANDIDATES: Final = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip")
 #: Where iproute2 keeps named network namespaces.
 NETNS_RUN_DIR: Final = "/run/netns"
 

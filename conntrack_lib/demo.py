@@ -13,9 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -27,6 +25,7 @@ from typing import Any, TextIO
 from conntrack_lib import constants, exceptions
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.rules import SecurityGroupRule
+from conntrack_lib.testing import namespaces
 
 #: Neutron's iptables firewall leaves zones 1..4096 to OVS's VLAN tags.
 DEMO_ZONE_RANGE = (4097, constants.MAX_CONNTRACK_ZONE_ID)
@@ -48,7 +47,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 
     :param argv: the command line arguments, ``sys.argv[1:]`` by default.
     :param out: where the demo's report goes.
-    :returns: 0 on success, 1 when conntrack failed, 2 when a requirement is
+    :returns: 0 on success, 1 when conntrack or ``ip netns add`` failed (the
+        namespace exists already, say), 2 when a requirement is
         missing, 128 + the signal number when SIGINT or SIGTERM stopped it.
     """
     args = _parse(argv)
@@ -65,14 +65,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     name = args.netns or f"ctlib-demo-{os.getpid()}"
     with _signals_raise() as restore:
         try:
-            with _throwaway_namespace(name) as ns:
+            # Removes the namespace on every way out, the signals' included.
+            with namespaces.throwaway_namespace(name=name) as ns:
                 _run(ns, args, out)
         except _Stopped as stop:
             restore()
             print(f"conntrack_lib demo: stopped by {signal.Signals(stop.signum).name}; "
                   f"namespace {name} removed", file=sys.stderr)
             return 128 + stop.signum
-        except exceptions.ConntrackError as err:
+        except (exceptions.ConntrackError, namespaces.NamespaceError) as err:
             print(f"conntrack_lib demo failed: {err}", file=sys.stderr)
             return 1
     return 0
@@ -141,34 +142,9 @@ def _missing_requirement() -> str | None:
     if not os.access(constants.CONNTRACK_BINARY, os.X_OK):
         return (f"needs the conntrack binary at {constants.CONNTRACK_BINARY} "
                 "(apt-get install conntrack)")
-    if _ip_binary() is None:
+    if namespaces.ip_binary() is None:
         return "needs iproute2's `ip` (apt-get install iproute2)"
     return None
-
-
-def _ip_binary() -> str | None:
-    for path in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"):
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("ip")
-
-
-@contextlib.contextmanager
-def _throwaway_namespace(name: str) -> Iterator[str]:
-    ip = _ip_binary() or "ip"
-    try:
-        # Inside the try: a signal during `ip netns add` still cleans up.
-        subprocess.run([ip, "netns", "add", name], check=True)
-        yield name
-    finally:
-        # Also reached on SIGINT and SIGTERM (see _signals_raise): the
-        # namespace never outlives us.  Block them so nothing cuts this short.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
-            subprocess.run([ip, "netns", "delete", name], check=False,
-                           stderr=subprocess.DEVNULL)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _executor(kind: str) -> Any:

@@ -13,7 +13,6 @@ written as ``<name>.out`` (stdout) and, when not empty, ``<name>.err``
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,8 +20,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-CONNTRACK = "/usr/sbin/conntrack"
-IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from conntrack_lib import constants  # noqa: E402 - needs ROOT on the path
+from conntrack_lib.testing import namespaces  # noqa: E402
+
+CONNTRACK = constants.CONNTRACK_BINARY
+IP = namespaces.ip_binary() or "ip"
 
 # One flow per line: every protocol -I accepts, both families, zones,
 # directional zones, marks, statuses and reply tuples that are not the
@@ -111,9 +116,7 @@ def _capture_events(outdir: Path, ns: str, name: str, options: Sequence[str]) ->
 
 def capture(outdir: Path) -> None:
     """Fill a fresh namespace and save every output format into ``outdir``."""
-    ns = f"ctcap-{os.getpid()}"
-    subprocess.run([IP, "netns", "add", ns], check=True)
-    try:
+    with namespaces.throwaway_namespace("ctcap") as ns:
         subprocess.run([IP, "netns", "exec", ns, "sysctl", "-qw",
                         "net.netfilter.nf_conntrack_acct=1",
                         "net.netfilter.nf_conntrack_timestamp=1"], check=True)
@@ -134,13 +137,11 @@ def capture(outdir: Path) -> None:
         _capture_events(outdir, ns, "events_xml_timestamp", ["-o", "xml,timestamp,id"])
         _save(outdir, "delete_zone", *_run(ns, ["-D", "-w", "20"]))
         _save(outdir, "delete_none", *_run(ns, ["-D", "-w", "999"]))
-    finally:
-        subprocess.run([IP, "netns", "delete", ns], check=False)
 
 
 def main(argv: Sequence[str]) -> int:
     """Capture into the directory named on the command line (or the default)."""
-    default = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data"
+    default = ROOT / "tests" / "unit" / "data"
     outdir = Path(argv[1]) if len(argv) > 1 else default
     outdir.mkdir(parents=True, exist_ok=True)
     capture(outdir)

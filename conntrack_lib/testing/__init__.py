@@ -5,6 +5,9 @@ the semantics of the conntrack 1.4.7 command line;
 :class:`~conntrack_lib.testing.fixture.FakeConntrackFixture` wraps it for
 ``fixtures``/``testtools`` suites, and the pytest plugin of this package
 provides it as the ``fake_conntrack`` fixture.
+:func:`~conntrack_lib.testing.namespaces.throwaway_namespace` gives
+functional tests, which run the real conntrack, a network namespace of
+their own that is removed afterwards.
 
 Names are imported on first use, so loading the pytest plugin (which pytest
 does for every session) stays cheap.
@@ -18,11 +21,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from conntrack_lib.testing.fake import FakeClock, FakeConntrack
     from conntrack_lib.testing.fixture import FakeConntrackFixture
+    from conntrack_lib.testing.namespaces import throwaway_namespace, unique_name
 
 _HOMES = {
     "FakeClock": "conntrack_lib.testing.fake",
     "FakeConntrack": "conntrack_lib.testing.fake",
     "FakeConntrackFixture": "conntrack_lib.testing.fixture",
+    "throwaway_namespace": "conntrack_lib.testing.namespaces",
+    "unique_name": "conntrack_lib.testing.namespaces",
 }
 
 
@@ -35,4 +41,5 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(home), name)
 
 
-__all__ = ["FakeClock", "FakeConntrack", "FakeConntrackFixture"]
+__all__ = ["FakeClock", "FakeConntrack", "FakeConntrackFixture", "throwaway_namespace",
+           "unique_name"]

@@ -8,11 +8,11 @@ CI) a test that cannot run fails instead of skipping.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
+from conntrack_lib.testing import namespaces
 from tests.functional import netns
 
 
@@ -21,7 +21,7 @@ def _missing() -> str | None:
         return "functional tests need root (CAP_NET_ADMIN, ip netns)"
     if not os.access(netns.CONNTRACK, os.X_OK):
         return f"functional tests need the conntrack binary at {netns.CONNTRACK}"
-    if shutil.which("ip") is None and not os.access(netns.IP, os.X_OK):
+    if namespaces.ip_binary() is None:
         return "functional tests need iproute2 (ip netns)"
     return None
 

@@ -1,51 +1,32 @@
-"""Throwaway network namespaces for functional tests.
+"""Throwaway network namespaces and the real conntrack for functional tests.
 
-Every namespace is named ``ctlt-<pid>-<n>`` and removed after use, also when
-the test fails.  Nothing here touches the host's own conntrack table.
+Every namespace comes from the library's public helper
+(:mod:`conntrack_lib.testing.namespaces`): named ``ctlt-<pid>-<n>`` and
+removed after use, also when the test fails.  Nothing here touches the
+host's own conntrack table.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import os
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
-from conntrack_lib import capabilities, commands, executor, netlink_create, planner
+from conntrack_lib import capabilities, commands, constants, executor, netlink_create, planner
 from conntrack_lib import exceptions as exc
+from conntrack_lib.testing import namespaces
 
-CONNTRACK = "/usr/sbin/conntrack"
-IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
-_counter = itertools.count()
+CONNTRACK = constants.CONNTRACK_BINARY
+IP = namespaces.ip_binary() or "ip"
 
-
-def unique_name(prefix: str = "ctlt") -> str:
-    """Return a namespace name no other test process will use."""
-    return f"{prefix}-{os.getpid()}-{next(_counter)}"
-
-
-def add(name: str) -> None:
-    """Create the namespace ``name``."""
-    subprocess.run([IP, "netns", "add", name], check=True, capture_output=True)
-
-
-def delete(name: str) -> None:
-    """Remove the namespace ``name`` if it still exists."""
-    if os.path.exists(f"/run/netns/{name}"):
-        subprocess.run([IP, "netns", "delete", name], check=False, capture_output=True)
-
-
-@contextmanager
-def namespace(prefix: str = "ctlt") -> Iterator[str]:
-    """Yield the name of a fresh namespace and remove it afterwards."""
-    name = unique_name(prefix)
-    add(name)
-    try:
-        yield name
-    finally:
-        delete(name)
+#: ``unique_name(prefix="ctlt")``: a name no other test process will use.
+unique_name = namespaces.unique_name
+#: ``add(name)``: create the namespace ``name``.
+add = namespaces.add_namespace
+#: ``delete(name)``: remove the namespace ``name`` if it still exists.
+delete = namespaces.delete_namespace
+#: ``namespace(prefix="ctlt")``: yield a fresh namespace's name, remove it afterwards.
+namespace = namespaces.throwaway_namespace
 
 
 def run(ns: str, args: Sequence[str], *, stdin: str | None = None,

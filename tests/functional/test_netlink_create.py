@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 from typing import Any
 
 import pytest
@@ -160,7 +161,7 @@ def test_missing_namespace_is_an_error_and_is_not_created() -> None:
     with pytest.raises(exceptions.NamespaceNotFoundError):
         executor.ProcessExecutor().create_flows(
             [commands.CreateCommand(**SPREAD[0])], namespace=name)
-    assert not netns.os.path.exists(f"/run/netns/{name}")
+    assert not os.path.exists(f"/run/netns/{name}")
 
 
 def test_only_the_named_namespace_is_touched(ns: str, ns2: str) -> None:
