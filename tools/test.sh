@@ -96,11 +96,11 @@ unit_venv() {
 # Run the functional suite against every built release (tools/matrix.sh, one
 # release at a time): the whole suite on each release but the system's (whose
 # whole suite ran above; its build gets the release-specific tests), as long
-# as the run's time budget ($CONNTRACK_LIB_BUDGET seconds, default 1900:
+# as the run's time budget ($CONNTRACK_LIB_BUDGET seconds, default 1800:
 # CI stops at 35 minutes) holds another whole run; past it, a release gets
 # the release-specific tests only, and the summary says so.
 run_matrix() {
-    local budget=${CONNTRACK_LIB_BUDGET:-1900} system estimate release binary tests log start
+    local budget=${CONNTRACK_LIB_BUDGET:-1800} system estimate release binary tests log start
     local whole=() partial=()
     system=$(/usr/sbin/conntrack --version 2>&1 | grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' | tr -d v || true)
     # The stress test soaks 60 s on the system's release, 15 s on the others.
