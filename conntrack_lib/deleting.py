@@ -20,7 +20,11 @@ from oslo_log import log as logging
 from conntrack_lib import capabilities, commands, matching, parser, planner
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Entry
-from conntrack_lib.rules import SecurityGroupRule, neutron_rule, remote_ip_requests
+from conntrack_lib.rules import (
+    SecurityGroupRule,
+    remote_ip_requests,
+    rule_requests,
+)
 
 LOG = logging.getLogger(__name__)
 #: What ``-D`` prints when a flow vanished between its dump and its delete.
@@ -213,8 +217,7 @@ class DeletingMixin:
         :raises InvalidArgumentError: for a bad rule, zone or address.
         :raises CommandError: when conntrack or netlink fails.
         """
-        rule = neutron_rule(rule)
-        requests = [r for zone, ips in ports for r in rule.requests(zone, ips)]
+        requests = rule_requests(rule, ports)
         return self.delete_many(requests).deleted if requests else 0
 
     def delete_by_rule(  # noqa: PLR0917 - Neutron's rule fields, in its order

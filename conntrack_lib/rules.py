@@ -227,4 +227,18 @@ def neutron_rule(rule: SecurityGroupRule | Mapping[str, Any]) -> SecurityGroupRu
     raise InvalidArgumentError("rule", rule, "expected a SecurityGroupRule or a rule dict")
 
 
-__all__ = ["MAX_EXPANDED_PORTS", "SecurityGroupRule", "neutron_rule", "remote_ip_requests"]
+def rule_requests(rule: SecurityGroupRule | Mapping[str, Any],
+                  ports: Iterable[tuple[int | None, Iterable[str]]]) -> list[Request]:
+    """Return the deletion requests of a removed rule over the ports it applied to.
+
+    :param rule: a rule, or a Neutron rule dict.
+    :param ports: ``(zone, addresses)`` of each port.
+    :returns: the requests of every port, in order.
+    :raises InvalidArgumentError: for a bad rule, zone or address.
+    """
+    checked = neutron_rule(rule)
+    return [r for zone, ips in ports for r in checked.requests(zone, ips)]
+
+
+__all__ = ["MAX_EXPANDED_PORTS", "SecurityGroupRule", "neutron_rule", "remote_ip_requests",
+           "rule_requests"]

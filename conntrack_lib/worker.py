@@ -37,7 +37,11 @@ from conntrack_lib import exceptions as exc
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
 from conntrack_lib.planner import DeletePlan
-from conntrack_lib.rules import SecurityGroupRule, neutron_rule, remote_ip_requests
+from conntrack_lib.rules import (
+    SecurityGroupRule,
+    remote_ip_requests,
+    rule_requests,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -380,8 +384,7 @@ class DeletionQueue:
         :raises QueueFullError: when the queue stays full.
         :raises QueueClosedError: when the queue was stopped.
         """
-        rule = neutron_rule(rule)
-        requests = [r for zone, ips in ports for r in rule.requests(zone, ips)]
+        requests = rule_requests(rule, ports)
         return self._put_requests(requests, block, timeout)
 
     def delete_by_rule(  # noqa: PLR0917 - mirrors ConntrackHelper.delete_by_rule
