@@ -49,7 +49,7 @@ def table(ns: str) -> list[str]:
 
     1.4.6's ``-L`` lists IPv4 only: there each family is listed in turn.
     """
-    if capabilities.for_release(release()).default_family is None:
+    if release_caps().default_family is None:
         out = run(ns, ["-L"], check=True).stdout
     else:
         out = "".join(run(ns, ["-L", "-f", family], check=True).stdout
@@ -64,9 +64,14 @@ def release() -> capabilities.Release:
     return capabilities.parse_version(out.stdout + out.stderr)
 
 
+def release_caps() -> capabilities.Capabilities:
+    """Return the capabilities of the conntrack release under test."""
+    return capabilities.for_release(release())
+
+
 def has_load_file() -> bool:
     """Tell whether the conntrack under test has ``-R`` (1.4.7 and newer)."""
-    return capabilities.for_release(release()).load_file
+    return release_caps().load_file
 
 
 def seed(ns: str, creates: Sequence[commands.CreateCommand], *, chunk: int = 50_000) -> None:
@@ -175,7 +180,7 @@ def run_command(ns: str, command: commands.Command) -> subprocess.CompletedProce
             return load(ns, command.stdin())
         return _in_turn(ns, command.commands)
     if isinstance(command, (commands.ListCommand, commands.DeleteCommand)):
-        caps = capabilities.for_release(release())
+        caps = release_caps()
         parts = planner.listings(planner.prefixes_for_release(command.fields, caps), caps)
         if parts != [command.fields]:
             return _joined([run(ns, type(command)(**f).argv()) for f in parts])

@@ -16,8 +16,8 @@ from typing import Any
 import netaddr
 import pytest
 
-from conntrack_lib import capabilities, executor, models
 from conntrack_lib import commands as c
+from conntrack_lib import executor, models
 from tests.functional import netns
 from tests.functional.conftest import _missing
 
@@ -84,15 +84,10 @@ def run(ns: str, command: c.Command) -> subprocess.CompletedProcess[str]:
     return netns.run_command(ns, command)
 
 
-def _caps() -> capabilities.Capabilities:
-    return capabilities.for_release(netns.release())
-
-
 def affected(result: subprocess.CompletedProcess[str], word: str | None) -> int:
-    """Return N of the "N flow entries have been WORD." summary (any word for None)."""
+    """Return N of the "N flow entries have been WORD." summary."""
     for line in result.stderr.splitlines():
-        if line.endswith(f"flow entries have been {word}.") or (
-                word is None and " flow entries have been " in line):
+        if line.endswith(f"flow entries have been {word}."):
             return int(line.rsplit(": ", 1)[-1].split()[0])
     raise AssertionError(f"no summary in {result.stderr!r}")
 
@@ -192,12 +187,12 @@ LIST_CASES: list[tuple[dict[str, Any], int]] = [
 def _raw_refused(filters: dict[str, Any]) -> bool:
     """Tell whether the release refuses the status words (capability table)."""
     words = str(filters.get("status", ""))
-    return not _caps().negated_status and ("!" in words or "UNREPLIED" in words)
+    return not netns.release_caps().negated_status and ("!" in words or "UNREPLIED" in words)
 
 
 def _expected(filters: dict[str, Any], count: int) -> int:
     """Return what the raw command matches on the release under test."""
-    if not _caps().family_filter and set(filters) == {"family"}:
+    if not netns.release_caps().family_filter and set(filters) == {"family"}:
         return TOTAL  # 1.4.5's -f alone keeps every family (capability table)
     return count
 
@@ -255,7 +250,7 @@ def test_raw_delete_ignores_negated_status(seeded: str) -> None:
     # condition and deletes the ASSURED udp flow as well; before 1.4.7 the
     # word is a bad parameter (capability table: negated status words).
     result = netns.run(seeded, ["-D", "-p", "udp", "-u", "!ASSURED"])
-    if not _caps().negated_status:
+    if not netns.release_caps().negated_status:
         assert (result.returncode, "Bad parameter" in result.stderr) == (2, True)
         assert len(netns.table(seeded)) == TOTAL
         return
@@ -434,7 +429,7 @@ def test_raw_flush_with_family_empties_both(seeded: str) -> None:
     # Why FlushCommand refuses family: -F -f ipv6 also removed every IPv4
     # flow; before 1.4.7 the option is illegal with -F.
     done = netns.run(seeded, ["-F", "-f", "ipv6"])
-    if not _caps().flush_family:
+    if not netns.release_caps().flush_family:
         assert done.returncode == 2 and "Illegal option" in done.stderr
         assert len(netns.table(seeded)) == TOTAL
         return
@@ -464,7 +459,7 @@ def test_batch_mixes_delete_create_flush(seeded: str) -> None:
     result = run(seeded, batch)
     assert result.returncode == 0, result.stderr
     table = netns.table(seeded)
-    if not _caps().family_filter:
+    if not netns.release_caps().family_filter:
         # 1.4.5's -D -f ipv6 deletes every family (capability table).
         assert table == []
         return
@@ -542,7 +537,7 @@ def test_events_report_new_flows(ctns: str, filters: dict[str, Any], first: bool
     other = c.CreateCommand(proto="udp", src="10.6.0.1", dst="10.6.0.2", sport=1, dport=53,
                             timeout=60)
     code, out, err = _watch(ctns, events, [create, other])
-    if "family" in filters and not capabilities.for_release(netns.release()).events_family:
+    if "family" in filters and not netns.release_caps().events_family:
         # Before 1.4.7 -E refuses -f (ConntrackHelper.events filters instead).
         assert (code, "Illegal option `--family'" in err) == (2, True), err
         return
@@ -582,7 +577,7 @@ FROM_ENTRY_CASES = [
 def test_create_from_entry_then_delete_for_entry(ctns: str, entry: models.Entry) -> None:
     create = c.CreateCommand.from_entry(entry)
     result = run(ctns, create)
-    if _caps().icmp_reply_create or entry.proto not in ("icmp", "icmpv6"):
+    if netns.release_caps().icmp_reply_create or entry.proto not in ("icmp", "icmpv6"):
         assert result.returncode == 0, result.stderr
     else:
         # Before 1.4.7 -I refuses an ICMP flow naming its reply addresses

@@ -27,7 +27,7 @@ import collections
 import dataclasses
 from collections.abc import Iterator
 
-from conntrack_lib import capabilities, constants, parser
+from conntrack_lib import constants, parser
 from conntrack_lib.models import Entry, FlowTuple
 from tests.functional import netns
 
@@ -120,7 +120,7 @@ def _dumps(ns: str, *options: str) -> list[str]:
     1.4.6 lists IPv4 only without ``-f``; every other release lists all in one.
     """
     families: list[list[str]] = [[]]
-    if capabilities.for_release(netns.release()).default_family is not None:
+    if netns.release_caps().default_family is not None:
         families = [["-f", "ipv4"], ["-f", "ipv6"]]
     results = [netns.run(ns, ["-L", *family, *options], check=True) for family in families]
     shown = sum(int(r.stderr.strip().rsplit(": ", 1)[-1].split()[0]) for r in results)

@@ -13,14 +13,10 @@ import subprocess
 import threading
 import time
 
-from conntrack_lib import capabilities, commands
+from conntrack_lib import commands
 from conntrack_lib.executor import PrivsepExecutor, ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 from tests.functional import netns
-
-
-def _caps() -> capabilities.Capabilities:
-    return capabilities.for_release(netns.release())
 
 
 def _accepted(ns: str, args: list[str], stdin: str | None = None) -> bool:
@@ -30,16 +26,16 @@ def _accepted(ns: str, args: list[str], stdin: str | None = None) -> bool:
 
 
 def test_load_file_row(ns: str) -> None:
-    assert _accepted(ns, ["-R", "-"], stdin="") is _caps().load_file
+    assert _accepted(ns, ["-R", "-"], stdin="") is netns.release_caps().load_file
 
 
 def test_negated_status_row(ns: str) -> None:
-    assert _accepted(ns, ["-L", "-u", "!SEEN_REPLY"]) is _caps().negated_status
-    assert _accepted(ns, ["-D", "-u", "!SEEN_REPLY"]) is _caps().negated_status
+    assert _accepted(ns, ["-L", "-u", "!SEEN_REPLY"]) is netns.release_caps().negated_status
+    assert _accepted(ns, ["-D", "-u", "!SEEN_REPLY"]) is netns.release_caps().negated_status
 
 
 def test_flush_family_row(ns: str) -> None:
-    assert _accepted(ns, ["-F", "-f", "ipv6"]) is _caps().flush_family
+    assert _accepted(ns, ["-F", "-f", "ipv6"]) is netns.release_caps().flush_family
 
 
 def test_events_family_row(ns: str) -> None:
@@ -53,7 +49,7 @@ def test_events_family_row(ns: str) -> None:
         code = 0  # still watching: the option was taken
     else:
         proc.communicate()
-    assert (code != 2) is _caps().events_family
+    assert (code != 2) is netns.release_caps().events_family
 
 
 def test_bulk_update_row(ns: str) -> None:
@@ -63,11 +59,11 @@ def test_bulk_update_row(ns: str) -> None:
     netns.seed(ns, flows)
     done = netns.run(ns, ["-U", "-p", "udp", "-d", "10.9.0.1", "-m", "5"])
     marked = sum("mark=5 " in line for line in netns.table(ns))
-    if _caps().bulk_update_limit is None:
+    if netns.release_caps().bulk_update_limit is None:
         assert (done.returncode, marked) == (0, 300), done.stderr
     else:
         assert done.returncode == 1 and "No buffer space available" in done.stderr
-        assert marked == _caps().bulk_update_limit
+        assert marked == netns.release_caps().bulk_update_limit
 
 
 def test_both_executors_learn_the_release_under_test() -> None:
@@ -123,7 +119,7 @@ def _families_listed(ns: str, args: list[str]) -> set[str]:
 
 def test_family_rows(ns: str) -> None:
     _seed_families(ns)
-    caps = _caps()
+    caps = netns.release_caps()
     # The binary: what -f and its absence list on this release.
     every = {"ipv4", "ipv6"}
     assert _families_listed(ns, ["-L", "-f", "ipv6"]) == ({"ipv6"} if caps.family_filter
@@ -159,7 +155,7 @@ def test_icmp_reply_create_row(ns: str) -> None:
     done = netns.run(ns, ["-I", "-p", "icmp", "-s", "10.7.0.1", "-d", "10.7.0.2", "-r",
                           "10.7.0.2", "-q", "10.7.0.1", "--icmp-type", "8", "--icmp-code", "0",
                           "--icmp-id", "4", "-t", "30"])
-    assert (done.returncode == 0) is _caps().icmp_reply_create, done.stderr
+    assert (done.returncode == 0) is netns.release_caps().icmp_reply_create, done.stderr
     if done.returncode:
         assert "invalid parameters" in done.stderr
 

@@ -216,13 +216,6 @@ def test_other_errors_are_not_retried(error: exc.CommandError) -> None:
 # --- ProcessExecutor with a stand-in process runner ------------------------------------
 
 @pytest.fixture
-def conf() -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf([], default_config_files=[])
-    return conf
-
-
-@pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
     run = mock.Mock(return_value=netns.ProcessOutput(0, "7\n", ""))
     monkeypatch.setattr(netns, "run", run)

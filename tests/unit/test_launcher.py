@@ -22,13 +22,6 @@ DELETE = commands.DeleteCommand(zone=7)
 
 
 @pytest.fixture
-def conf() -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf([], default_config_files=[])
-    return conf
-
-
-@pytest.fixture
 def not_executable(tmp_path: Path) -> str:
     binary = tmp_path / "conntrack"
     binary.write_text("#!/bin/sh\nexit 0\n")

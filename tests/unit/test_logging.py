@@ -39,13 +39,6 @@ PACKAGE = pathlib.Path(conntrack_lib.__file__).parent
 
 
 @pytest.fixture
-def conf() -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf([], default_config_files=[])
-    return conf
-
-
-@pytest.fixture
 def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture every record of the library, DEBUG included."""
     caplog.set_level(logging.DEBUG, logger="conntrack_lib")
