@@ -296,9 +296,7 @@ class ConntrackHelper(DeletingMixin):
                 yield from (e for e in entries if predicate(e))
         finally:
             # Closing this generator releases the daemon's copy at once.
-            close = getattr(lines, "close", None)
-            if close is not None:
-                close()
+            _close(lines)
 
     def list_entries(self, **filters: Any) -> list[Entry]:
         """Return the entries matching ``filters``.
@@ -356,9 +354,7 @@ class ConntrackHelper(DeletingMixin):
                 yield from lines
             finally:
                 # An early stop closes the listing that runs (the daemon's copy).
-                close = getattr(lines, "close", None)
-                if close is not None:
-                    close()
+                _close(lines)
 
     def count(self, **filters: Any) -> int:
         """Return how many entries match ``filters`` (all with none).
@@ -559,9 +555,14 @@ def _counted_events(lines: Iterable[str], count: int | None,
             if count is not None and seen >= count:
                 return
     finally:
-        close = getattr(lines, "close", None)
-        if close is not None:
-            close()
+        _close(lines)
+
+
+def _close(lines: Iterable[Any]) -> None:
+    """Close a stream of lines that can be closed (a generator, a daemon listing)."""
+    close = getattr(lines, "close", None)
+    if close is not None:
+        close()
 
 
 def _text_output(output: Any) -> tuple[str, ...]:

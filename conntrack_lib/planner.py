@@ -115,9 +115,13 @@ class Request:
         """Tell whether one conntrack command decides this request right on a release.
 
         :param caps: the release's capabilities.  Before 1.4.7 ``-u`` takes
-            no ``!FLAG`` word; 1.4.5 matches no reply prefix and ignores
-            ``-f`` unless an address pins the family; 1.4.6 covers IPv4 only
-            when neither a family nor an address is given.
+            no ``!FLAG`` (or ``UNREPLIED``) word; 1.4.5 ignores ``-f`` unless
+            an address or a mark filter goes with it; 1.4.6 (and 1.4.5 with
+            a mark filter) covers IPv4 only when neither a family nor an
+            address is given.  1.4.5's prefixes go as masks (see
+            :meth:`cli_filters`).
+        :returns: True when the command's filter means what
+            :mod:`~conntrack_lib.matching` says.
         """
         if not self.cli_ok:
             return False
