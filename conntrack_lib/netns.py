@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import re
 import signal
@@ -201,10 +202,20 @@ def build_argv(command: Renderable, binary: str, namespace: str | None) -> tuple
     return (NSENTER, f"--net={ensure_exists(namespace, argv)}", "--", *argv)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """Return the C library, loaded once in the parent (never after a fork)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this (forked, not yet exec'd) child when its parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    """Ask the kernel to SIGKILL this (forked, not yet exec'd) child when its parent dies.
+
+    Runs between fork and exec: only the prctl call happens here, the C
+    library was loaded before the fork (a dlopen in the child could wait
+    for a lock another thread of the parent held).
+    """
+    if _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
@@ -230,6 +241,8 @@ def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = 
     """
     text: dict[str, Any] = {} if binary else {"encoding": "utf-8",
                                               "errors": "surrogateescape"}
+    if die_with_parent:
+        _libc()  # loaded now, in the parent
     try:
         return subprocess.Popen(
             list(argv),
