@@ -336,6 +336,9 @@ def _validate(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str,
 
 # --- rendering ----------------------------------------------------------------
 
+_LABEL_FIELDS = frozenset(("labels", "label_add", "label_del"))
+
+
 def _nat_text(value: tuple[str, int]) -> str:
     address, port = value
     host = f"[{address}]" if val.address_version(address) == 6 else address
@@ -358,6 +361,12 @@ def _render_field(name: str, value: Any, fields: Mapping[str, Any]) -> tuple[str
         option = f"--{fields['proto']}-{option}"
     if value is True:
         return (option,)
+    if name in _LABEL_FIELDS:
+        # One option per name: 1.4.9 reads only the first name of a comma
+        # list (it parses the list in place twice); every release merges
+        # repeated label options into one set.
+        return tuple(word for label in value
+                     for word in (option, val.check_token(name, label)))
     return (option, val.check_token(name, _value_text(name, value)))
 
 

@@ -385,6 +385,36 @@ class EventsCommand(Command):
         return data
 
 
+#: Fields that name labels.  After a load-file line with any of them,
+#: ``conntrack -R`` (1.4.7 to 1.4.9) dies of SIGSEGV on the next line, having
+#: run the lines before it: such a line must end its batch.
+LABEL_FIELDS = frozenset(("labels", "label_add", "label_del"))
+
+
+def names_labels(command: Command) -> bool:
+    """Tell whether ``command`` carries a label filter or label change."""
+    return not LABEL_FIELDS.isdisjoint(command.fields)
+
+
+def load_chunks(commands: Sequence[Command], size: int) -> Iterator[list[Command]]:
+    """Yield ``commands`` in order as batches of at most ``size`` that ``-R`` can run.
+
+    A batch also ends after each command that names labels (see
+    :data:`LABEL_FIELDS`).
+
+    :param commands: loadable commands.
+    :param size: the most commands per batch (at least 1).
+    """
+    chunk: list[Command] = []
+    for command in commands:
+        chunk.append(command)
+        if len(chunk) >= size or names_labels(command):
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 class BatchCommand(Command):
     """``conntrack -R -``: many create/delete/flush commands in one process."""
 
@@ -399,6 +429,11 @@ class BatchCommand(Command):
             if not isinstance(command, Command) or not command.loadable:
                 raise InvalidArgumentError("commands", command,
                                            "only create, delete and flush commands")
+        for command in commands[:-1]:
+            if names_labels(command):
+                raise InvalidArgumentError(
+                    "commands", command, "a command naming labels must end its batch: "
+                    "conntrack -R crashes on the line after it (see load_chunks)")
         object.__setattr__(self, "_fields", (("commands", tuple(commands)),))
 
     @property

@@ -278,7 +278,7 @@ class DeletingMixin:
         # Before 1.4.7 there is no -R: each line is a conntrack -D of its own.
         size = self.batch_size if self.capabilities.load_file else 1
         return sum(self._run_deletes(chunk[0] if len(chunk) == 1 else commands.BatchCommand(chunk))
-                   for chunk in _chunks(list(lines), size))
+                   for chunk in commands.load_chunks(lines, size))
 
     def _run_deletes(self, command: Any) -> int:
         """Run a ``-D`` (or a ``-R`` batch of them); return how many flows went.
@@ -399,7 +399,3 @@ def _exact_command(entry: Entry) -> commands.DeleteCommand:
 def _printed_lines(text: str) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

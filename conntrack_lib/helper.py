@@ -25,7 +25,7 @@ from conntrack_lib import (
     planner,
 )
 from conntrack_lib import exceptions as exc
-from conntrack_lib.deleting import DeletingMixin, _chunks
+from conntrack_lib.deleting import DeletingMixin
 from conntrack_lib.models import CpuStats, Entry, Event
 from conntrack_lib.planner import DeletePlan, DeleteReport
 from conntrack_lib.rules import SecurityGroupRule, remote_ip_requests
@@ -467,7 +467,7 @@ class ConntrackHelper(DeletingMixin):
         if not built:
             return 0
         if self.capabilities.load_file:
-            for chunk in _chunks(built, self.batch_size):
+            for chunk in commands.load_chunks(built, self.batch_size):
                 self.executor.execute(commands.BatchCommand(chunk), namespace=self.namespace)
             return len(built)
         return self._create_without_load_file(built)

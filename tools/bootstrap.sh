@@ -31,9 +31,11 @@ need_debs=()
 command -v conntrack >/dev/null 2>&1 || [ -x /usr/sbin/conntrack ] || need_debs+=(conntrack)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_debs+=(iproute2)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_debs+=(python3-venv)
-# The functional tests check etc/sudoers.d against the real sudo.
+# The functional tests check etc/sudoers.d against the real sudo, and load
+# an nft rule that makes the kernel keep conntrack labels.
 if [ "$mode" = test ]; then
     [ -x /usr/bin/sudo ] || need_debs+=(sudo)
+    command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_debs+=(nftables)
 fi
 # The documentation build's intersphinx inventories (Python's, oslo's, cliff's)
 # come from Debian's doc packages: the build needs no network besides.

@@ -37,6 +37,7 @@ from conntrack_lib.testing.fake_table import (
     direction_tuple,
     flow_from_entry,
     flow_from_fields,
+    label_set,
     protocol_number,
     render,
     to_entry,
@@ -254,6 +255,10 @@ class Kernel:
         """
         now = self.clock()
         flow = flow_from_fields(fields, now, self.next_id())
+        if table.labels_used:
+            # Without label storage the kernel drops --label-add silently.
+            flow.label_storage = True
+            flow.labels = label_set(fields.get("label_add", ()))
         self.insert(table, flow)
         return flow
 
@@ -373,8 +378,9 @@ class FakeConntrack:
 
     Differences a test may notice: entries are listed in insertion order
     (the kernel uses hash order; rely on neither), ``-o xml`` is not
-    rendered, labels are kept only on entries seeded with labels (as in a
-    namespace without a ruleset that uses them), and ``-E`` returns at once
+    rendered, labels are kept only on entries seeded with labels or created
+    after :meth:`use_labels` (as the kernel keeps them only while a ruleset
+    uses them), and ``-E`` returns at once
     with the events that user space (and expiry) caused since the previous
     ``-E`` instead of waiting for traffic.
 
@@ -423,6 +429,20 @@ class FakeConntrack:
         :raises InvalidArgumentError: for a bad namespace name.
         """
         self._kernel.tables.pop(netns_names.validate_name(name), None)
+
+    def use_labels(self, namespace: str | None = None) -> None:
+        """Act as if a ruleset that sets labels were loaded in ``namespace``.
+
+        The kernel keeps labels only on flows created while such a rule
+        exists (any ``ct label set`` rule in nftables, or iptables'
+        ``connlabel --set``); before, a create's ``label_add`` is dropped
+        without an error and ``-U`` of labels fails.  Flows created from now
+        on keep their labels.
+
+        :param namespace: the namespace; ``None`` for the caller's own.
+        :raises KeyError: the namespace does not exist.
+        """
+        self._kernel.tables[namespace].labels_used = True
 
     @property
     def namespaces(self) -> list[str]:

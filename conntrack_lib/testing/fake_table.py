@@ -135,6 +135,8 @@ class Table:
     #: (event type, the entry as it was, the line ``-E`` prints) since the
     #: last ``-E``.
     events: list[tuple[str, Flow, str]] = dataclasses.field(default_factory=list)
+    #: A ruleset that uses labels is loaded: new flows get label storage.
+    labels_used: bool = False
 
     def add(self, flow: Flow) -> None:
         """File ``flow`` (its ``key`` is set) in the table and the index."""
@@ -303,6 +305,11 @@ def _network(value: Any) -> netaddr.IPNetwork:
 
 def _address(value: Any) -> netaddr.IPAddress:
     return netaddr.IPAddress(str(value))
+
+
+def label_set(value: str | Sequence[str]) -> frozenset[str]:
+    """Return the label names of a ``label_add``/``labels`` value."""
+    return frozenset(_words(value))
 
 
 def _words(value: Any) -> list[str]:

@@ -8,12 +8,25 @@ CI) a test that cannot run fails instead of skipping.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from conntrack_lib.testing import namespaces
-from tests.functional import netns
+from tests.functional import mounts, netns
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the functional tests in a mount namespace of their own (as root).
+
+    Tests that need files under /etc (label names) mount them there for
+    their duration; nothing they mount may reach the host.  Entered here,
+    before any thread starts, since the kernel refuses it afterwards.
+    """
+    if os.geteuid() == 0:
+        mounts.enter_private_mount_namespace()
 
 
 def _missing() -> str | None:
@@ -41,3 +54,37 @@ def ns() -> Iterator[str]:
     """Yield a fresh network namespace's name; remove it after the test."""
     with netns.namespace() as name:
         yield name
+
+
+#: Label names the tests' connlabel.conf defines (bit, name).
+CONNLABEL_CONF = "0 blue\n1 red\n5 green\n"
+#: A ruleset that makes the kernel keep label storage on new flows: any rule
+#: that sets a label does; a chain no hook calls never sees a packet.
+LABEL_RULESET = "table inet ctlt_labels {\n  chain never {\n    ct label set red\n  }\n}\n"
+
+
+def _nft() -> str:
+    found = shutil.which("nft") or ("/usr/sbin/nft" if os.access("/usr/sbin/nft", os.X_OK)
+                                    else None)
+    if found is None:
+        reason = "labels need nft (Debian package nftables; tools/test.sh installs it)"
+        if os.environ.get("CONNTRACK_LIB_REQUIRE_FUNCTIONAL") == "1":
+            pytest.fail(f"CANNOT RUN FUNCTIONAL TEST: {reason}")
+        pytest.skip(f"SKIPPED, NOT RUN: {reason}")
+    return found
+
+
+@pytest.fixture
+def labelled(ns: str) -> Iterator[str]:
+    """Yield a namespace whose new flows keep labels named blue, red, green.
+
+    conntrack and nft find label names only under /etc, so the names are
+    laid over /etc in this test process's own mount namespace; the kernel
+    keeps labels only while a ruleset uses them, so one is loaded in ``ns``.
+    """
+    nft = _nft()
+    conf = {"xtables/connlabel.conf": CONNLABEL_CONF, "connlabel.conf": CONNLABEL_CONF}
+    with mounts.etc_overlay(conf):
+        subprocess.run([netns.IP, "netns", "exec", ns, nft, "-f", "-"], input=LABEL_RULESET,
+                       text=True, check=True, capture_output=True, timeout=60)
+        yield ns

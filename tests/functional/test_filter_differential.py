@@ -1,13 +1,18 @@
 """One meaning for every filter on every path, checked on the real kernel.
 
 Generated tables (every protocol the CLI creates, IPv4 and IPv6, zones
-including 0 and per-direction zones, marks, ids, statuses, NAT) and generated
-request sets over the filter keywords.  For each set, the table left by
-``delete_many`` with the ``auto`` backend, with ``cli``, and in FakeConntrack
-are equal, equal what :mod:`conntrack_lib.matching` says of the dump taken
-before (the documented meaning), and the returned counts equal what went.
+including 0 and per-direction zones, marks, ids, labels, statuses, NAT) and
+generated request sets over the filter keywords.  For each set, the table left
+by ``delete_many`` with the ``auto`` backend, with ``cli``, and in
+FakeConntrack are equal, equal what :mod:`conntrack_lib.matching` says of the
+XML dump taken before (the documented meaning: per-direction zones, ids and
+labels as the kernel reports them, with the status bits no dump shows taken
+from what the test created), and the returned counts equal what went.
 ``list_entries``/``count`` filters are checked the same way.  Runs under the
 release at /usr/sbin/conntrack (see the brief on bind-mounting another).
+
+Labels need a connlabel.conf and a ruleset that uses labels (the kernel keeps
+no label storage otherwise): see the ``labelled`` fixture in conftest.py.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import netaddr
 import pytest
 
-from conntrack_lib import matching
+from conntrack_lib import constants, matching, parser
 from conntrack_lib.executor import ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
 from conntrack_lib.testing import FakeConntrack
+from tests.functional import netns
 
 V4 = ("10.60.0.1", "10.60.0.2", "10.60.1.3")
 V6 = ("fd00:60::1", "fd00:60::2", "fd00:61::3")
@@ -63,6 +70,8 @@ def _flow(rnd: random.Random, n: int) -> dict[str, Any]:
         fields["status"] = status
     if rnd.random() < 0.5:
         fields["mark"] = rnd.choice((1, 5, 0x15))
+    if rnd.random() < 0.4:
+        fields["label_add"] = rnd.choice(("red", "green", ("red", "green"), "blue"))
     if proto in ("udp", "tcp") and not v6 and rnd.random() < 0.3:
         fields["dst_nat"] = "10.63.0.9"
     elif proto == "udp" and v6 and rnd.random() < 0.4:
@@ -109,6 +118,8 @@ def _request(rnd: random.Random, *, listing: bool = False) -> dict[str, Any]:
         lambda: {"proto": "gre", "reply_srckey": rnd.randrange(1, 37)},
         lambda: {"proto": "gre", "reply_dstkey": rnd.randrange(36)},
         lambda: {"family": "ipv4", "proto": "udp", "zone": 7},
+        lambda: {"labels": rnd.choice(("red", "green", ("red", "green"), "blue"))},
+        lambda: {"labels": "green", "proto": rnd.choice(("udp", "tcp"))},
     ]
     if listing:  # -L only
         choices.append(lambda: {"any_nat": rnd.choice((True, "10.63.0.9"))})
@@ -117,15 +128,10 @@ def _request(rnd: random.Random, *, listing: bool = False) -> dict[str, Any]:
 
 #: Filter keywords the generated requests leave out, and why.
 NOT_GENERATED = {
-    # -l needs a connlabel.conf naming the labels, which the test machine
-    # lacks; labels are compared in tests/functional/test_helper.py.
-    "labels",
     # The kernel reports no secmark without an LSM labelling flows: every
     # flow would match or none.
     "secmark",
 }
-
-
 def test_requests_cover_every_filter_keyword() -> None:
     rnd = random.Random(0)
     seen = {key for _ in range(3000) for key in _request(rnd, listing=True)}
@@ -140,6 +146,13 @@ def _key(entry: Entry) -> Key:
             entry.mark or 0, "ASSURED" in entry.status, "UNREPLIED" in entry.status)
 
 
+def _labelled_fake() -> FakeConntrack:
+    """Return a FakeConntrack whose table keeps labels, like ``labelled``'s."""
+    fake = FakeConntrack()
+    fake.use_labels()
+    return fake
+
+
 def _seed(helper: ConntrackHelper, spec: list[dict[str, Any]]) -> None:
     # One create per flow: releases without -R (1.4.5, 1.4.6) seed the same way.
     for fields in spec:
@@ -150,44 +163,98 @@ def _resolve(requests: list[dict[str, Any]], ids: list[int | None]) -> list[dict
     return [{k: (ids[v[1]] if k == "id" else v) for k, v in r.items()} for r in requests]
 
 
-def _expected(entries: list[Entry], spec_status: dict[Key, set[str]],
-              requests: list[dict[str, Any]]) -> set[Key]:
-    """Return the keys the documented meaning deletes from ``entries``."""
-    predicates = [matching.compile_filters(r, full_status=True) for r in requests]
-    doomed = set()
-    for entry in entries:
-        seen = dataclasses.replace(
-            entry, status=entry.status | frozenset(spec_status.get(_key(entry), set())))
-        if any(p(seen) for p in predicates):
-            doomed.add(_key(entry))
-    return doomed
+def _protonum(proto: object) -> int:
+    return proto if isinstance(proto, int) else constants.PROTOCOL_NUMBERS[str(proto)]
 
 
-def _hidden_status(helper: ConntrackHelper) -> dict[Key, set[str]]:
-    """Return the hidden status bits of every flow, read with the kernel's filter."""
-    bits: dict[Key, set[str]] = {}
-    for word in ("FIXED_TIMEOUT", "EXPECTED"):
-        for entry in helper.list_entries(status=word):
-            bits.setdefault(_key(entry), set()).add(word)
+def _identity(protonum: int, src: object, l4: int | None) -> tuple[int, str, int | None]:
+    return protonum, str(netaddr.IPAddress(str(src))), l4
+
+
+def _created_status(spec: list[dict[str, Any]]) -> dict[tuple[int, str, int | None], set[str]]:
+    """Return the status bits each flow was created with, by its original tuple.
+
+    No dump shows FIXED_TIMEOUT (nor EXPECTED): what the test asked for is
+    the truth the expected meaning starts from, not the kernel's own filter.
+    """
+    bits = {}
+    for fields in spec:
+        l4 = fields.get("sport", fields.get("icmp_id", fields.get("srckey")))
+        bits[_identity(_protonum(fields["proto"]), fields["src"], l4)] = set(
+            fields.get("status", ()))
     return bits
+
+
+def _entry_identity(entry: Entry) -> tuple[int, str, int | None]:
+    flow = entry.original
+    l4 = next((v for v in (flow.sport, flow.icmp_id, flow.srckey) if v is not None), None)
+    return _identity(entry.protonum, flow.src, l4)
+
+
+def _dump(ns: str, output: str) -> str:
+    # Family by family: -L without -f lists IPv4 only on 1.4.6.
+    return "".join(netns.run(ns, ["-L", "-o", output, "-f", family], check=True).stdout
+                   for family in ("ipv4", "ipv6"))
+
+
+def _documented_table(ns: str, spec: list[dict[str, Any]]) -> list[Entry]:
+    """Return the flows of ``ns`` as the raw binary's extended and XML dumps show them.
+
+    The extended dump gives full tuples, ids, per-direction zones and labels;
+    the XML dump must agree with it on every field both print (XML leaves
+    out the ICMP and GRE identifiers), and the created status bits no dump
+    shows are added from ``spec``.
+    """
+    extended = {e.id: e for e in parser.parse_entries(_dump(ns, "extended,id,labels"),
+                                                      strict=True)}
+    xml = {e.id: e for e in parser.parse_xml(_dump(ns, "xml,id,labels"), strict=True)}
+    assert xml.keys() == extended.keys()
+    for flow_id, entry in extended.items():
+        other = xml[flow_id]
+        assert (matching.direction_zones(other), other.labels, other.mark or 0) == (
+            matching.direction_zones(entry), entry.labels, entry.mark or 0), entry
+    created = _created_status(spec)
+    return [dataclasses.replace(e, status=e.status | frozenset(created[_entry_identity(e)]))
+            for e in extended.values()]
+
+
+def _expected(entries: list[Entry], requests: list[dict[str, Any]]) -> set[Key]:
+    """Return the keys the documented meaning selects from ``entries``."""
+    predicates = [matching.compile_filters(r, full_status=True) for r in requests]
+    return {_key(entry) for entry in entries if any(p(entry) for p in predicates)}
 
 
 def _flush(helper: ConntrackHelper) -> None:
     helper.delete_entries()
 
 
+def _check_labels_kept(table: list[Entry], spec: list[dict[str, Any]]) -> None:
+    """Fail unless the kernel kept the labels the test created (else label
+    requests would match nothing and prove nothing)."""
+    wanted = {_entry_identity(e): e.labels for e in table}
+    for fields in spec:
+        l4 = fields.get("sport", fields.get("icmp_id", fields.get("srckey")))
+        names = fields.get("label_add", ())
+        assert wanted[_identity(_protonum(fields["proto"]), fields["src"], l4)] == frozenset(
+            names.split(",") if isinstance(names, str) else names), fields
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_delete_many_means_the_same_on_every_path(ns: str, seed: int) -> None:
+def test_delete_many_means_the_same_on_every_path(labelled: str, seed: int) -> None:
     spec = _table_spec(seed)
     rnd = random.Random(seed * 101)
     request_sets = [[_request(rnd) for _ in range(rnd.choice((1, 2, 3, 8)))] for _ in range(6)]
+    # Labels in every run: the draws above may leave them out.
+    request_sets.append([{"labels": ("red", "green")}, {"labels": "blue", "proto": "udp"}])
+    documented: list[Entry] = []
+    doomed: set[Key] = set()
     for raw in request_sets:
         tables: dict[str, set[Key]] = {}
-        for backend in ("auto", "cli", "fake"):
+        for backend in ("auto", "cli", "fake"):  # the fake last: it is checked against the kernel
             if backend == "fake":
-                helper = ConntrackHelper(executor=FakeConntrack())
+                helper = ConntrackHelper(executor=_labelled_fake())
             else:
-                helper = ConntrackHelper(namespace=ns, executor=ProcessExecutor(),
+                helper = ConntrackHelper(namespace=labelled, executor=ProcessExecutor(),
                                          exact_delete_backend=backend)
                 _flush(helper)
             _seed(helper, spec)
@@ -195,7 +262,16 @@ def test_delete_many_means_the_same_on_every_path(ns: str, seed: int) -> None:
             assert len(before) == len(spec)
             # The same flow on every path: ids are picked in a stable order.
             requests = _resolve(raw, [e.id for e in sorted(before, key=lambda e: repr(_key(e)))])
-            doomed = _expected(before, _hidden_status(helper), requests)
+            if backend == "fake":
+                # The fake must hold what the kernel held, labels included,
+                # and lose what the kernel's documented meaning says.
+                labels = {_key(e): e.labels for e in documented}
+                assert {_key(e): e.labels for e in helper.list_entries(
+                    output=("labels",))} == labels
+            else:
+                documented = _documented_table(labelled, spec)
+                _check_labels_kept(documented, spec)
+                doomed = _expected(documented, requests)
             report = helper.delete_many(requests)
             after = {_key(e) for e in helper.list_entries()}
             assert after == {_key(e) for e in before} - doomed, (backend, requests)
@@ -205,20 +281,20 @@ def test_delete_many_means_the_same_on_every_path(ns: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [4, 5])
-def test_list_and_count_filters_mean_the_same_on_every_path(ns: str, seed: int) -> None:
+def test_list_and_count_filters_mean_the_same_on_every_path(labelled: str, seed: int) -> None:
     spec = _table_spec(seed)
-    real = ConntrackHelper(namespace=ns, executor=ProcessExecutor())
-    fake = ConntrackHelper(executor=FakeConntrack())
+    real = ConntrackHelper(namespace=labelled, executor=ProcessExecutor())
+    fake = ConntrackHelper(executor=_labelled_fake())
     _seed(real, spec)
     _seed(fake, spec)
-    everything = real.list_entries()
-    hidden = _hidden_status(real)
+    documented = _documented_table(labelled, spec)
+    _check_labels_kept(documented, spec)
     rnd = random.Random(seed)
     for _ in range(40):
         filters = _request(rnd, listing=True)
         if "id" in filters:
             continue  # -L takes no id filter
-        expected = _expected(everything, hidden, [filters])
+        expected = _expected(documented, [filters])
         listed = {_key(e) for e in real.list_entries(**filters)}
         assert listed == expected, filters
         assert {_key(e) for e in fake.list_entries(**filters)} == expected, filters

@@ -166,6 +166,9 @@ OPTIONAL_VALUE_OPTIONS: dict[str, Callable[[str], bool]] = {
     "--label-del": lambda t: bool(_LABELS.fullmatch(t)),
 }
 OPTION_TOKENS = frozenset(VALUE_OPTIONS) | frozenset(OPTIONAL_VALUE_OPTIONS)
+#: Options rendered once per value: label names (a comma list loses all but
+#: its first name on 1.4.9; every release merges repeated label options).
+REPEATABLE_OPTIONS = frozenset({"-l", "--label-add", "--label-del"})
 
 
 def _value_problem(option: str, value: str | None) -> str | None:
@@ -202,7 +205,7 @@ def argv_problems(argv: Sequence[object]) -> list[str]:
             problems.append(f"{option!r} is not an allowed option")
             index += 1
             continue
-        if option in seen:
+        if option in seen and option not in REPEATABLE_OPTIONS:
             problems.append(f"{option} repeated")
         seen.add(option)
         following = tokens[index + 1] if index + 1 < len(tokens) else None

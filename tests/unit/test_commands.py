@@ -57,7 +57,7 @@ ARGV_CASES: list[tuple[c.Command, tuple[str, ...]]] = [
     (c.ListCommand(zone=65535, orig_zone=1, reply_zone=2),
      ("-L", "-w", "65535", "--orig-zone", "1", "--reply-zone", "2")),
     (c.ListCommand(secmark=5), ("-L", "-c", "5")),
-    (c.ListCommand(labels="a,b_1"), ("-L", "-l", "a,b_1")),
+    (c.ListCommand(labels="a,b_1"), ("-L", "-l", "a", "-l", "b_1")),
     (c.ListCommand(labels=["x"]), ("-L", "-l", "x")),
     (c.ListCommand(src_nat=True), ("-L", "-n")),
     (c.ListCommand(dst_nat="10.0.0.9"), ("-L", "-g", "10.0.0.9")),
@@ -95,7 +95,7 @@ ARGV_CASES: list[tuple[c.Command, tuple[str, ...]]] = [
                      label_add="a,b", orig_zone=3, family="ipv4"),
      ("-I", "-p", "tcp", "-s", "10.0.0.1", "-d", "10.0.0.2", "--sport", "1", "--dport", "2",
       "--state", "CLOSE", "-t", "0", "-u", "ASSURED", "-m", "42", "--orig-zone", "3",
-      "--label-add", "a,b")),
+      "--label-add", "a", "--label-add", "b")),
     (c.CreateCommand(proto="udp", reply_src="10.0.0.2", reply_dst="10.0.0.1", reply_sport=2,
                      reply_dport=1, timeout=5, reply_zone=4, status="UNSET"),
      ("-I", "-p", "udp", "-r", "10.0.0.2", "-q", "10.0.0.1", "--reply-port-src", "2",
@@ -584,6 +584,36 @@ def test_accessors() -> None:
     assert events.duration == 0.002
 
 
+def test_a_command_naming_labels_must_end_its_batch() -> None:
+    labelled = c.DeleteCommand(labels="web")
+    plain = c.DeleteCommand(zone=7)
+    assert c.BatchCommand([plain, labelled]).commands[-1] is labelled
+    for name, value in (("labels", "web"), ("label_add", "a,b")):
+        first = (labelled if name == "labels" else
+                 c.CreateCommand(**TCP, state="ESTABLISHED", timeout=3, label_add=value))
+        with pytest.raises(InvalidArgumentError, match="must end its batch"):
+            c.BatchCommand([first, plain])
+
+
+@pytest.mark.parametrize(("pattern", "size", "expected"), [
+    ("ppppp", 2, ["pp", "pp", "p"]),
+    ("plppl", 10, ["pl", "ppl"]),
+    ("llp", 10, ["l", "l", "p"]),
+    ("pplpp", 2, ["pp", "l", "pp"]),
+    ("", 3, []),
+])
+def test_load_chunks_end_each_batch_at_labels(pattern: str, size: int,
+                                              expected: list[str]) -> None:
+    made = [c.DeleteCommand(zone=n, labels="web") if kind == "l" else c.DeleteCommand(zone=n)
+            for n, kind in enumerate(pattern)]
+    chunks = list(c.load_chunks(made, size))
+    assert ["".join("l" if c.names_labels(cmd) else "p" for cmd in chunk)
+            for chunk in chunks] == expected
+    assert [cmd for chunk in chunks for cmd in chunk] == made
+    for chunk in chunks:
+        c.BatchCommand(chunk)  # every chunk is a batch -R can run
+
+
 def test_batch_sequence_and_stdin() -> None:
     create = c.CreateCommand(**TCP, state="ESTABLISHED", timeout=300)
     delete = c.DeleteCommand(zone=7)
@@ -641,7 +671,7 @@ def test_create_from_entry_copies_both_tuples() -> None:
         "-I", "-p", "tcp", "-s", "10.0.0.1", "-d", "10.0.0.2", "-r", "10.0.0.9", "-q",
         "10.0.0.1", "--sport", "1000", "--dport", "80", "--reply-port-src", "80",
         "--reply-port-dst", "1000", "--state", "ESTABLISHED", "-t", "100",
-        "-u", "SEEN_REPLY,ASSURED", "-m", "3", "--label-add", "a,b")
+        "-u", "SEEN_REPLY,ASSURED", "-m", "3", "--label-add", "a", "--label-add", "b")
     assert c.CreateCommand.from_entry(entry, timeout=5).timeout == 5
 
 

@@ -703,3 +703,24 @@ def test_helper_exact_deletes_use_the_fakes_netlink_path(fake: FakeConntrack) ->
     helper = ConntrackHelper(executor=fake)
     helper.create_entry(timeout=60, zone=3, **UDP)
     assert (helper.delete_flows(fake.entries()), fake.netlink_requests) == (1, 1)
+
+
+def test_labels_are_kept_only_while_a_ruleset_uses_them() -> None:
+    # The kernel drops a create's labels silently without label storage
+    # (measured: conntrack -I --label-add exits 0, the flow lists no labels).
+    fake = FakeConntrack(namespaces=["lab"])
+    before = ConntrackHelper(namespace="lab", executor=fake)
+    flow = {"proto": "udp", "src": "10.0.0.1", "dst": "10.0.0.2", "sport": 1, "dport": 2,
+            "timeout": 30}
+    before.create_entry(**flow, label_add=("red", "green"))
+    assert [e.labels for e in before.list_entries(output=("labels",))] == [frozenset()]
+    before.update_entries({"src": "10.0.0.1"}, label_add="red")  # ENOSPC per flow
+    assert [e.labels for e in before.list_entries(output=("labels",))] == [frozenset()]
+    fake.use_labels("lab")
+    before.create_entry(**dict(flow, src="10.0.0.3"), label_add="red,green")
+    assert before.count(labels=("green", "red")) == 1
+    assert before.update_entries({"src": "10.0.0.3"}, label_del="red") == 1
+    assert [e.labels for e in before.list_entries(src="10.0.0.3", output=("labels",))] == [
+        frozenset({"green"})]
+    with pytest.raises(KeyError):
+        fake.use_labels("elsewhere")
