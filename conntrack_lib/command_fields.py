@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from conntrack_lib import constants
 from conntrack_lib import validators as val
 from conntrack_lib.exceptions import InvalidArgumentError
-from conntrack_lib.types import FieldMap, Fields, FieldValue, Primitive
+from conntrack_lib.values import FieldMap, Fields, FieldValue, Primitive
 
 _TUPLE = ("src", "dst", "reply_src", "reply_dst")
 _PORTS = ("sport", "dport", "reply_sport", "reply_dport")

@@ -52,7 +52,7 @@ from conntrack_lib.command_fields import _OPTIONS as _OPTIONS  # noqa: PLC0414
 from conntrack_lib.command_fields import _check_family as _check_family  # noqa: PLC0414
 from conntrack_lib.exceptions import InvalidArgumentError
 from conntrack_lib.parser.summary import summary_count
-from conntrack_lib.types import FieldMap, Fields, FieldValue, FilterValue, PrimitiveDict
+from conntrack_lib.values import FieldMap, Fields, FieldValue, FilterValue, PrimitiveDict
 
 _C = TypeVar("_C", bound="Command")
 
@@ -130,6 +130,17 @@ class Command:
     def get(self, name: str, default: FieldValue | None = None) -> FieldValue | None:
         """Return one field's canonical value, or ``default`` when unset."""
         return self.fields.get(name, default)
+
+    def get_int(self, name: str) -> int | None:
+        """Return an integer field (a zone, a port, an id), or None when it is unset.
+
+        :raises InvalidArgumentError: the field holds something else (a
+            masked mark, a word).
+        """
+        value = self.get(name)
+        if value is None or isinstance(value, int):
+            return value
+        raise InvalidArgumentError(name, value, "not an integer field")
 
     def _words(self, name: str) -> tuple[str, ...]:
         """Return a word-list field (output, event mask) as strs; ``()`` when unset."""

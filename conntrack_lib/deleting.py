@@ -26,7 +26,7 @@ from conntrack_lib.rules import (
     remote_ip_requests,
     rule_requests,
 )
-from conntrack_lib.types import FieldMap, FilterValue
+from conntrack_lib.values import FieldMap, FilterValue
 
 LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -30,7 +30,7 @@ from conntrack_lib.executing import CommandRunner, EventStreamer, FlowCreator, R
 from conntrack_lib.models import CpuStats, Entry, Event
 from conntrack_lib.planner import DeletePlan, DeleteReport
 from conntrack_lib.rules import SecurityGroupRule, remote_ip_requests
-from conntrack_lib.types import FieldMap, Fields, FilterValue
+from conntrack_lib.values import FieldMap, Fields, FilterValue
 from conntrack_lib.zones import AnyZoneStore, SQLiteZoneStore, ZoneAllocator
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ import netaddr
 
 from conntrack_lib import constants
 from conntrack_lib.models import Entry, FlowTuple
-from conntrack_lib.types import Fields, FieldValue
+from conntrack_lib.values import Fields, FieldValue
 
 Predicate = Callable[[Entry], bool]
 #: Validated filter keywords; a None value is no filter.

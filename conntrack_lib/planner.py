@@ -30,7 +30,7 @@ import netaddr
 
 from conntrack_lib import capabilities, commands, matching
 from conntrack_lib import exceptions as exc
-from conntrack_lib.types import FieldMap, Fields, FieldValue, FilterValue
+from conntrack_lib.values import FieldMap, Fields, FieldValue, FilterValue
 
 #: Keywords whose ``conntrack`` filter means what :mod:`~conntrack_lib.matching` says on
 #: every supported release.  Left out: ``orig_zone``/``reply_zone`` (1.4.7

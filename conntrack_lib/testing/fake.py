@@ -43,7 +43,7 @@ from conntrack_lib.testing.fake_table import (
     unchanged,
     update_values,
 )
-from conntrack_lib.types import FieldMap
+from conntrack_lib.values import FieldMap
 
 if TYPE_CHECKING:
     from conntrack_lib.executing import Executor

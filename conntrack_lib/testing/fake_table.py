@@ -21,7 +21,7 @@ import netaddr
 
 from conntrack_lib import constants, matching
 from conntrack_lib.models import Counters, Entry, FlowTuple
-from conntrack_lib.types import FieldMap, FieldValue
+from conntrack_lib.values import FieldMap, FieldValue
 
 #: HZ=250 kernels clamp larger timeouts to this many seconds.
 MAX_KERNEL_TIMEOUT = 8589934
