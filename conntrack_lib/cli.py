@@ -28,7 +28,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cliff import app as cliff_app
 from cliff import command as cliff_command
@@ -47,6 +47,7 @@ from conntrack_lib.cli_format import (  # noqa: F401
     SHORT_COLUMNS,
     Aborted,
     ArgvColumn,
+    Cell,
     ConfirmMixin,
     CountersColumn,
     FlowTupleColumn,
@@ -60,7 +61,12 @@ from conntrack_lib.cli_format import (  # noqa: F401
 )
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import CpuStats, Entry
+from conntrack_lib.values import FilterValue
 from conntrack_lib.zones import MemoryZoneStore
+
+if TYPE_CHECKING:
+    from conntrack_lib.commands import Command
+    from conntrack_lib.executing import Executor
 
 PROG = "conntrack-lib"
 
@@ -74,7 +80,7 @@ EXIT_ABORTED = 5
 
 #: Builds the executor from the ``--executor`` choice, the configuration
 #: and the ``--namespace`` value.
-ExecutorFactory = Callable[[str, cfg.ConfigOpts, "str | None"], Any]
+ExecutorFactory = Callable[[str, cfg.ConfigOpts, "str | None"], "Executor"]
 
 #: Bit of CAP_NET_ADMIN in the capability sets of /proc/self/status.
 _CAP_NET_ADMIN_BIT = 12
@@ -101,7 +107,11 @@ def _proto(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def _mark(text: str) -> int | str | tuple[int | str, int | str]:
+#: What a filter option's text becomes before the library validates it.
+_Converted = int | str | tuple[int | str, int | str]
+
+
+def _mark(text: str) -> _Converted:
     if "/" in text:
         value, mask = text.split("/", 1)
         return (_int_or_text(value), _int_or_text(mask))
@@ -115,7 +125,7 @@ class _FilterOption:
     keyword: str
     metavar: str
     help: str
-    convert: Callable[[str], Any] | None = None
+    convert: Callable[[str], _Converted] | None = None
     repeat: bool = False
     optional_value: bool = False
     choices: tuple[str, ...] | None = None
@@ -166,22 +176,17 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
     """Add one option per filter keyword of the library to ``parser``."""
     group = parser.add_argument_group("filters", "select flows; all given filters must match")
     for opt in FILTER_OPTIONS:
-        kwargs: dict[str, Any] = {"dest": "filter_" + opt.keyword, "help": opt.help}
-        if opt.choices:
-            kwargs["choices"] = opt.choices
-        kwargs["metavar"] = opt.metavar
-        if opt.convert is not None:
-            kwargs["type"] = opt.convert
-        if opt.repeat:
-            kwargs["action"] = "append"
-        if opt.optional_value:
-            kwargs.update(nargs="?", const=True)
-        group.add_argument(opt.flag, **kwargs)
+        # None is argparse's own default of each of these settings.
+        group.add_argument(opt.flag, dest="filter_" + opt.keyword, help=opt.help,
+                           metavar=opt.metavar, choices=opt.choices or None,
+                           type=opt.convert or str, action="append" if opt.repeat else "store",
+                           nargs="?" if opt.optional_value else None,
+                           const=True if opt.optional_value else None)
 
 
-def filters_from(parsed_args: argparse.Namespace) -> dict[str, Any]:
+def filters_from(parsed_args: argparse.Namespace) -> dict[str, FilterValue]:
     """Return the library filter keywords the operator set."""
-    filters: dict[str, Any] = {}
+    filters: dict[str, FilterValue] = {}
     for opt in FILTER_OPTIONS:
         value = getattr(parsed_args, "filter_" + opt.keyword, None)
         if value is not None:
@@ -189,7 +194,7 @@ def filters_from(parsed_args: argparse.Namespace) -> dict[str, Any]:
     return filters
 
 
-def describe_filters(filters: Mapping[str, Any]) -> str:
+def describe_filters(filters: Mapping[str, FilterValue]) -> str:
     """Return the filters as ``key=value`` words for a prompt."""
     if not filters:
         return "every flow"
@@ -241,7 +246,7 @@ def has_net_admin(status_path: str = "/proc/self/status") -> bool:
 
 
 def default_executor_factory(kind: str, conf: cfg.ConfigOpts,
-                             namespace: str | None = None) -> Any:
+                             namespace: str | None = None) -> Executor:
     """Build the executor named by ``--executor``.
 
     The checks here fail fast with a clear message, before a privsep
@@ -311,11 +316,11 @@ class ConntrackApp(cliff_app.App):  # type: ignore[misc]
         self._conf = conf if conf is not None else cfg.CONF
         self._helper: ConntrackHelper | None = None
         self._conf_loaded = False
-        self._log_handlers: list[Any] = []
+        self._log_handlers: list[logging.Handler] = []
         self._root_level: int | None = None
 
     def build_option_parser(self, description: str | None, version: str | None,
-                            argparse_kwargs: dict[str, Any] | None = None
+                            argparse_kwargs: dict[str, object] | None = None
                             ) -> argparse.ArgumentParser:
         """Return cliff's parser plus the namespace, executor and config options."""
         kwargs = {"prog": PROG, **(argparse_kwargs or {})}
@@ -414,7 +419,7 @@ class ConntrackApp(cliff_app.App):  # type: ignore[misc]
             )
         return self._helper
 
-    def rendered_argv(self, command: Any) -> tuple[str, ...]:
+    def rendered_argv(self, command: Command) -> tuple[str, ...]:
         """Return the argv the executor would run for ``command``."""
         conf = self.load_config()
         return netns.build_argv(command, conf.conntrack_lib.conntrack_binary,
@@ -476,7 +481,7 @@ class ListFlows(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ign
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
+                    ) -> tuple[tuple[str, ...], Iterator[tuple[Cell, ...]]]:
         """Return the columns and a lazy stream of rows from one dump."""
         columns = list_columns(parsed_args.long, parsed_args.formatter, parsed_args.columns)
         entries = self.app.helper().iter_entries(**filters_from(parsed_args))
@@ -487,7 +492,7 @@ class ListFlows(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ign
 
 
 def _rows(first: Entry | None, rest: Iterator[Entry],
-          columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+          columns: Sequence[str]) -> Iterator[tuple[Cell, ...]]:
     if first is None:
         return
     yield entry_row(first, columns)
@@ -505,7 +510,7 @@ class CountFlows(_ErrorsMixin, PlainFormattersMixin, show.ShowOne):  # type: ign
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+                    ) -> tuple[tuple[str, ...], tuple[Cell, ...]]:
         """Return the count."""
         return ("count",), (self.app.helper().count(**filters_from(parsed_args)),)
 
@@ -522,7 +527,7 @@ class DeleteFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+                    ) -> tuple[tuple[str, ...], tuple[Cell, ...]]:
         """Return how many flows went, or the argv of a dry run."""
         from conntrack_lib import (  # noqa: PLC0415
             commands,
@@ -532,7 +537,8 @@ class DeleteFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
 
         filters = filters_from(parsed_args)
         request = planner.Request.build(filters)  # validates before anything runs
-        command: Any = request.command  # the DeleteCommand validated just above
+        # Request.build sets the DeleteCommand it validated just above.
+        command: Command = request.command or commands.DeleteCommand(**filters)
         if parsed_args.dry_run and not request.cli_ok:
             # conntrack's own filter would get this wrong: the library dumps
             # and matches with its filter engine, then deletes exactly.
@@ -569,12 +575,12 @@ class FlushFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+                    ) -> tuple[tuple[str, ...], tuple[Cell, ...]]:
         """Return how many flows went, or the argv of a dry run."""
         from conntrack_lib import commands  # noqa: PLC0415
 
         if parsed_args.all:
-            command: Any = commands.FlushCommand()
+            command: Command = commands.FlushCommand()
         else:
             command = commands.DeleteCommand(zone=parsed_args.zone)
         if parsed_args.dry_run:
@@ -587,7 +593,7 @@ class FlushFlows(ConfirmMixin, _ErrorsMixin, PlainFormattersMixin,
                 self.confirm(f"flush all {helper.count()} flows{_where(self.app)}?")
             flushed = self.with_progress("flushing", helper.flush_table)
         else:
-            zone = command.get("zone")
+            zone = command.get_int("zone")
             if not parsed_args.yes:
                 self.confirm(f"flush the {helper.count(zone=zone)} flows of zone "
                              f"{zone}{_where(self.app)}?")
@@ -605,15 +611,16 @@ class ShowStats(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ign
     """Show the per-CPU conntrack statistics."""
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+                    ) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
         """Return one row per CPU; a column per counter the kernel reports."""
         return stats_table(self.app.helper().stats())
 
 
-def stats_table(stats: Sequence[CpuStats]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+def stats_table(stats: Sequence[CpuStats]) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
     """Return columns and rows for per-CPU statistics."""
     names = list(dict.fromkeys(name for cpu in stats for name in cpu))
-    rows = [(cpu.cpu, *(cpu.get(name) for name in names)) for cpu in stats]
+    rows: list[tuple[Cell, ...]] = [(cpu.cpu, *(cpu.get(name) for name in names))
+                                    for cpu in stats]
     return ("cpu", *names), rows
 
 
@@ -630,7 +637,7 @@ class ListZones(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ign
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace
-                    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+                    ) -> tuple[tuple[str, ...], list[tuple[Cell, ...]]]:
         """Return key, zone, state and live flows, counted from one dump."""
         from conntrack_lib.zones import read_store  # noqa: PLC0415
 
@@ -642,7 +649,7 @@ class ListZones(_ErrorsMixin, PlainFormattersMixin, lister.Lister):  # type: ign
         if snapshot is None:
             raise exc.ZoneStoreError(path, "no such file")
         flows = flows_per_zone(self.app.helper().iter_entries())
-        rows: list[tuple[Any, ...]] = [
+        rows: list[tuple[Cell, ...]] = [
             (key, zone, "allocated", flows.get(zone, 0))
             for key, zone in sorted(snapshot.zones.items(), key=lambda kv: (kv[1], kv[0]))
         ]
@@ -682,7 +689,7 @@ class RunDemo(_ErrorsMixin, cliff_command.Command):  # type: ignore[misc]
         return int(demo.main(argv, out=self.app.stdout))
 
 
-COMMANDS: Mapping[str, type[Any]] = {
+COMMANDS: Mapping[str, type[cliff_command.Command]] = {
     "list": ListFlows,
     "count": CountFlows,
     "delete": DeleteFlows,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import TextIO
 
 from cliff import command as cliff_command
 
@@ -26,7 +26,7 @@ _TABLE_HEADER = ("TYPE", *(name.upper() for name in cli_format.SHORT_COLUMNS))
 _TABLE_LINE = "{:<8} {:<6} {:<39} {:<39} {:<12} {:<12} {:>5} {:>10} {:>7}"
 
 
-def event_record(event: Event) -> dict[str, Any]:
+def event_record(event: Event) -> dict[str, cli_format.Json]:
     """Return ``event`` as a JSON-ready dict: its type, origin and entry fields."""
     cells = cli_format.entry_row(event.entry)
     entry = {name: cli_format.machine_value(cell)

@@ -21,7 +21,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO, TypeAlias, Union
 
 from cliff import columns as cliff_columns
 from cliff.formatters import base as cliff_base
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import argparse
 
     from conntrack_lib.cli import ConntrackApp
+    from conntrack_lib.commands import Command
 
 #: Seconds a delete runs before a progress line appears on a terminal.
 PROGRESS_AFTER = 1.0
@@ -49,8 +50,13 @@ class Aborted(Exception):  # noqa: N818 - an outcome, not an error of the librar
 
 # -- columns -----------------------------------------------------------------
 
+#: One cell of a row: a plain value, or a column that cliff shows per format.
+Cell: TypeAlias = str | int | float | cliff_columns.FormattableColumn | None
+#: A value json and yaml show: what :func:`json.dumps` writes.
+Json: TypeAlias = Union[str, int, float, list["Json"], dict[str, "Json"], None]  # noqa: UP007
 
-def field_names(model: Any) -> tuple[str, ...]:
+
+def field_names(model: type[FlowTuple | Counters | Entry]) -> tuple[str, ...]:
     """Return the field names of a model class, in declaration order."""
     return tuple(f.name for f in dataclasses.fields(model))
 
@@ -66,10 +72,10 @@ class FlowTupleColumn(cliff_columns.FormattableColumn):  # type: ignore[misc]
         """Return the tuple as ``src:port -> dst:port``."""
         return str(self._value)
 
-    def machine_readable(self) -> dict[str, Any]:
+    def machine_readable(self) -> dict[str, Json]:
         """Return every field of the tuple; addresses as strings."""
         flow: FlowTuple = self._value
-        data = {name: getattr(flow, name) for name in _TUPLE_FIELDS}
+        data: dict[str, Json] = {name: getattr(flow, name) for name in _TUPLE_FIELDS}
         data["src"] = str(flow.src)
         data["dst"] = str(flow.dst)
         return data
@@ -134,7 +140,7 @@ class StreamingJSONFormatter(json_format.JSONFormatter):  # type: ignore[misc]
     and minutes.  This one prints the same document as the rows arrive.
     """
 
-    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Cell]],
                   stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write ``data`` as a JSON list of objects, one row at a time."""
         indent = None if parsed_args.noindent else 2
@@ -154,21 +160,22 @@ class StreamingJSONFormatter(json_format.JSONFormatter):  # type: ignore[misc]
             stdout.write("]\n" if indent is None else "\n]\n")
 
 
-def machine_value(cell: Any) -> Any:
+def machine_value(cell: Cell) -> Json:
     """Return ``cell`` as json and yaml show it (a column's structured value)."""
     if isinstance(cell, cliff_columns.FormattableColumn):
-        return cell.machine_readable()
+        data: Json = cell.machine_readable()
+        return data
     return cell
 
 
-def plain_value(cell: Any) -> str:
+def plain_value(cell: Cell | Json) -> str:
     """Return ``cell`` as one plain token of the value and csv formats.
 
     Nothing (None, an empty list or dict) is the empty string, a list is
     its items joined by spaces and a dict its ``key=value`` pairs joined by
     spaces, leaving out the keys without a value: never a Python repr.
     """
-    data = machine_value(cell)
+    data = machine_value(cell) if not isinstance(cell, list | dict) else cell
     if data is None:
         return ""
     if isinstance(data, Mapping):
@@ -179,20 +186,20 @@ def plain_value(cell: Any) -> str:
     return str(data)
 
 
-def _table_cell(cell: Any) -> Any:
+def _table_cell(cell: Cell) -> Cell:
     return "" if cell is None else cell
 
 
 class PlainValueFormatter(value.ValueFormatter):  # type: ignore[misc]
     """Print cells as plain tokens separated by spaces, one row per line."""
 
-    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Cell]],
                   stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write each row as its plain tokens joined by spaces."""
         for row in data:
             stdout.write(" ".join(plain_value(cell) for cell in row) + "\n")
 
-    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Cell],
                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write each value as a plain token on its own line."""
         for cell in data:
@@ -209,7 +216,7 @@ class PlainCSVFormatter(cliff_base.ListFormatter, cliff_base.SingleFormatter):  
                            default="nonnumeric",
                            help="when to include quotes, defaults to nonnumeric")
 
-    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Cell]],
                   stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write the column names, then one line per row."""
         writer = csv.writer(stdout, quoting=_QUOTE_MODES[parsed_args.quote_mode],
@@ -218,18 +225,19 @@ class PlainCSVFormatter(cliff_base.ListFormatter, cliff_base.SingleFormatter):  
         for row in data:
             writer.writerow([_csv_cell(cell) for cell in row])
 
-    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Cell],
                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write the column names, then the one row of values."""
         self.emit_list(column_names, [data], stdout, parsed_args)
 
 
-_QUOTE_MODES: Mapping[str, Any] = {"all": csv.QUOTE_ALL, "minimal": csv.QUOTE_MINIMAL,
-                                   "nonnumeric": csv.QUOTE_NONNUMERIC,
-                                   "none": csv.QUOTE_NONE}
+#: csv's quoting modes (the four every supported Python has), by --quote name.
+_QUOTE_MODES: Mapping[str, Literal[0, 1, 2, 3]] = {
+    "all": csv.QUOTE_ALL, "minimal": csv.QUOTE_MINIMAL, "nonnumeric": csv.QUOTE_NONNUMERIC,
+    "none": csv.QUOTE_NONE}
 
 
-def _csv_cell(cell: Any) -> Any:
+def _csv_cell(cell: Cell) -> str | int | float:
     # Numbers stay numbers, so that --quote nonnumeric leaves them bare.
     if isinstance(cell, int | float) and not isinstance(cell, bool):
         return cell
@@ -239,7 +247,7 @@ def _csv_cell(cell: Any) -> Any:
 class QuietTableFormatter(table.TableFormatter):  # type: ignore[misc]
     """cliff's table, printing nothing for no rows and blanks for no value."""
 
-    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Any]],
+    def emit_list(self, column_names: Sequence[str], data: Iterable[Sequence[Cell]],
                   stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write the table; write nothing at all when there is no row."""
         rows = iter(data)
@@ -250,7 +258,7 @@ class QuietTableFormatter(table.TableFormatter):  # type: ignore[misc]
                  for row in itertools.chain([first] if first is not None else [], rows))
         super().emit_list(column_names, cells, stdout, parsed_args)
 
-    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Cell],
                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write the Field/Value table, with blanks for no value."""
         super().emit_one(column_names, [_table_cell(cell) for cell in data], stdout,
@@ -260,7 +268,7 @@ class QuietTableFormatter(table.TableFormatter):  # type: ignore[misc]
 class PlainShellFormatter(shell.ShellFormatter):  # type: ignore[misc]
     """cliff's ``name="value"`` lines, with plain tokens as values."""
 
-    def emit_one(self, column_names: Sequence[str], data: Sequence[Any],
+    def emit_one(self, column_names: Sequence[str], data: Sequence[Cell],
                  stdout: TextIO, parsed_args: argparse.Namespace) -> None:
         """Write one ``name="value"`` line per column."""
         cells = [cell if isinstance(cell, int | float) else plain_value(cell) for cell in data]
@@ -268,12 +276,12 @@ class PlainShellFormatter(shell.ShellFormatter):  # type: ignore[misc]
 
 
 #: The formatters a listing takes from this module instead of cliff, by name.
-LIST_FORMATTERS: Mapping[str, type[Any]] = {
+LIST_FORMATTERS: Mapping[str, type[cliff_base.Formatter]] = {
     "table": QuietTableFormatter, "value": PlainValueFormatter, "csv": PlainCSVFormatter,
     "json": StreamingJSONFormatter,
 }
 #: The formatters a single-record command takes from this module, by name.
-ONE_FORMATTERS: Mapping[str, type[Any]] = {
+ONE_FORMATTERS: Mapping[str, type[cliff_base.Formatter]] = {
     "table": QuietTableFormatter, "value": PlainValueFormatter, "csv": PlainCSVFormatter,
     "shell": PlainShellFormatter,
 }
@@ -290,17 +298,20 @@ class PlainFormattersMixin:
     formatter_namespace: str
 
     def _generate_columns_and_selector(self, parsed_args: argparse.Namespace,
-                                       column_names: Sequence[str]) -> Any:
+                                       column_names: Sequence[str]
+                                       ) -> tuple[list[str], list[bool] | None]:
         """Return cliff's columns and selector; refuse an unknown column."""
         try:
-            return super()._generate_columns_and_selector(  # type: ignore[misc]
-                parsed_args, column_names)
+            chosen: tuple[list[str], list[bool] | None] = (
+                super()._generate_columns_and_selector(  # type: ignore[misc]
+                    parsed_args, column_names))
         except ValueError as error:
             raise InvalidArgumentError(
                 "--column", " ".join(parsed_args.columns),
                 f"no such column; choose among {' '.join(column_names)}") from error
+        return chosen
 
-    def _load_formatter_plugins(self) -> Any:
+    def _load_formatter_plugins(self) -> ExtensionManager[cliff_base.Formatter]:
         """Return cliff's formatters with ours in place of theirs."""
         loaded = super()._load_formatter_plugins()  # type: ignore[misc]
         ours = LIST_FORMATTERS if self.formatter_namespace.endswith(".list") else (
@@ -311,14 +322,15 @@ class PlainFormattersMixin:
         extensions += [Extension(name, None, kind, kind())  # type: ignore[arg-type]
                        for name, kind in ours.items()]
         extensions.sort(key=lambda ext: ext.name)
-        return ExtensionManager.make_test_instance(
+        manager: ExtensionManager[cliff_base.Formatter] = ExtensionManager.make_test_instance(
             extensions, namespace=self.formatter_namespace)
+        return manager
 
 
 #: Every field of Entry, in declaration order: the columns of ``list --long``.
 ENTRY_COLUMNS: tuple[str, ...] = field_names(Entry)
 
-_COLUMN_TYPES: Mapping[str, Callable[[Any], Any]] = {
+_COLUMN_TYPES: Mapping[str, type[cliff_columns.FormattableColumn]] = {
     "original": FlowTupleColumn,
     "reply": FlowTupleColumn,
     "status": WordsColumn,
@@ -341,7 +353,7 @@ def _blank(value: object) -> str:
 
 #: The columns ``list`` adds to the Entry fields, each read from the original
 #: direction: its source and destination addresses and its ports.
-_DERIVED_COLUMNS: Mapping[str, Callable[[Entry], Any]] = {
+_DERIVED_COLUMNS: Mapping[str, Callable[[Entry], str]] = {
     "source": lambda entry: str(entry.original.src),
     "destination": lambda entry: str(entry.original.dst),
     "ports": lambda entry: flow_ports(entry.original),
@@ -372,17 +384,17 @@ def list_columns(long: bool, formatter: str, selected: Sequence[str]) -> tuple[s
     return SHORT_COLUMNS
 
 
-def entry_cell(entry: Entry, name: str) -> Any:
+def entry_cell(entry: Entry, name: str) -> Cell:
     """Return the cell of column ``name`` for ``entry``."""
     derive = _DERIVED_COLUMNS.get(name)
     if derive is not None:
         return derive(entry)
-    value = getattr(entry, name)
+    value: Cell = getattr(entry, name)
     wrap = _COLUMN_TYPES.get(name)
     return wrap(value) if wrap is not None else value
 
 
-def entry_row(entry: Entry, columns: Sequence[str] = ENTRY_COLUMNS) -> tuple[Any, ...]:
+def entry_row(entry: Entry, columns: Sequence[str] = ENTRY_COLUMNS) -> tuple[Cell, ...]:
     """Return the ``list`` row of ``entry``: one cell per column, every Entry field by default."""
     return tuple(entry_cell(entry, name) for name in columns)
 
@@ -416,7 +428,7 @@ class ConfirmMixin:
         if answer not in ("y", "yes"):
             raise Aborted("aborted: nothing was deleted")
 
-    def dry_run(self, command: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    def dry_run(self, command: Command) -> tuple[tuple[str, ...], tuple[Cell, ...]]:
         """Return the row of a dry run: the command that would have run.
 
         ``command`` is the line a shell would read back the same and

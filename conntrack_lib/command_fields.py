@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from conntrack_lib import constants
 from conntrack_lib import validators as val
 from conntrack_lib.exceptions import InvalidArgumentError
+from conntrack_lib.values import FieldMap, Fields, FieldValue, Primitive
 
 _TUPLE = ("src", "dst", "reply_src", "reply_dst")
 _PORTS = ("sport", "dport", "reply_sport", "reply_dport")
@@ -77,8 +77,9 @@ class _Profile:
     hidden: frozenset[str] = frozenset()  # validated but never rendered
 
 
-def _make_profile(option: str, names: Sequence[str], **kwargs: Any) -> _Profile:
-    return _Profile(option, frozenset(names), **kwargs)
+def _make_profile(option: str, names: Sequence[str], *, setter: bool = False, cidr: bool = True,
+                  hidden: frozenset[str] = frozenset()) -> _Profile:
+    return _Profile(option, frozenset(names), setter, cidr, hidden)
 
 
 _LIST = _make_profile("-L", (*_BASE, *_MASKS, *_ZONES, *_NATS, "state", "status", "mark",
@@ -168,7 +169,7 @@ def _label_del(name: str, value: object, _p: _Profile) -> bool | tuple[str, ...]
     return True if value is True else val.label_names(name, value)
 
 
-_NORMALIZERS: dict[str, Callable[[str, object, _Profile], Any]] = {
+_NORMALIZERS: dict[str, Callable[[str, object, _Profile], FieldValue]] = {
     "family": lambda n, v, _p: val.family(n, v),
     "proto": lambda n, v, _p: val.protocol(n, v),
     "src": _address, "dst": _address,
@@ -197,9 +198,9 @@ _NORMALIZERS: dict[str, Callable[[str, object, _Profile], Any]] = {
 }
 
 
-def _normalize(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str, Any]:
+def _normalize(raw: Mapping[str, object], profile: _Profile, kind: str) -> Fields:
     """Return the canonical value of every set field; ``None`` means unset."""
-    fields: dict[str, Any] = {}
+    fields: Fields = {}
     for name, value in raw.items():
         if name not in profile.accepts:
             raise InvalidArgumentError(name, value, f"not accepted by a {kind} command")
@@ -213,7 +214,7 @@ def _normalize(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str
 
 # --- cross-field checks -------------------------------------------------------
 
-def _check_protocol(fields: Mapping[str, Any]) -> None:
+def _check_protocol(fields: FieldMap) -> None:
     """Reject protocol options that the chosen ``proto`` does not have."""
     proto = fields.get("proto")
     for names, protocols in _PROTO_GROUPS:
@@ -226,15 +227,16 @@ def _check_protocol(fields: Mapping[str, Any]) -> None:
         raise InvalidArgumentError("state", state, f"not a {proto} state")
 
 
-def _address_of(value: Any) -> str | None:
+def _address_of(value: FieldValue) -> str | None:
     if isinstance(value, tuple):
         return str(value[0])
     return value if isinstance(value, str) else None
 
 
-def _check_family(fields: Mapping[str, Any]) -> str | None:
+def _check_family(fields: FieldMap) -> str | None:
     """Return the family all addresses agree on, or raise."""
-    family: str | None = fields.get("family")
+    given = fields.get("family")
+    family = given if isinstance(given, str) else None
     for name in _ADDRESS_FIELDS:
         if name not in fields:
             continue
@@ -251,10 +253,10 @@ def _check_family(fields: Mapping[str, Any]) -> str | None:
     return family
 
 
-def _check_combinations(fields: Mapping[str, Any]) -> None:
+def _check_combinations(fields: FieldMap) -> None:
     """Reject option combinations that conntrack refuses or misreads."""
     for mask, address in (("mask_src", "src"), ("mask_dst", "dst")):
-        if mask in fields and "/" in fields.get(address, "/"):
+        if mask in fields and "/" in str(fields.get(address, "/")):
             raise InvalidArgumentError(mask, fields[mask], f"needs a plain {address} address")
     if "any_nat" in fields and ("src_nat" in fields or "dst_nat" in fields):
         raise InvalidArgumentError("any_nat", fields["any_nat"],
@@ -264,13 +266,13 @@ def _check_combinations(fields: Mapping[str, Any]) -> None:
                                    "cannot be combined with label_add")
 
 
-def _require(fields: Mapping[str, Any], *names: str) -> None:
+def _require(fields: FieldMap, *names: str) -> None:
     for name in names:
         if name not in fields:
             raise InvalidArgumentError(name, None, "required for this command")
 
 
-def _require_pairs(fields: Mapping[str, Any], pairs: Sequence[tuple[str, str]]) -> None:
+def _require_pairs(fields: FieldMap, pairs: Sequence[tuple[str, str]]) -> None:
     for first, second in pairs:
         if (first in fields) != (second in fields):
             missing = second if first in fields else first
@@ -286,7 +288,7 @@ def _l4_pairs(proto: object) -> tuple[tuple[str, str], tuple[str, str]] | None:
     return None
 
 
-def _check_get(fields: Mapping[str, Any]) -> None:
+def _check_get(fields: FieldMap) -> None:
     """Require what an exact kernel lookup needs: proto and the original tuple."""
     _require(fields, "proto", "src", "dst")
     _require_pairs(fields, (("reply_src", "reply_dst"),))
@@ -304,7 +306,7 @@ _CREATE_EXTRA: dict[str, tuple[str, ...]] = {
 _ZONE_SET = frozenset(_ZONES)
 
 
-def _check_create(fields: Mapping[str, Any]) -> None:
+def _check_create(fields: FieldMap) -> None:
     """Require what ``-I`` requires, direction by direction."""
     _require(fields, "proto", "timeout")
     _require_pairs(fields, (("src", "dst"), ("reply_src", "reply_dst")))
@@ -326,7 +328,7 @@ def _check_create(fields: Mapping[str, Any]) -> None:
                                    "zone, orig_zone and reply_zone: at most one")
 
 
-def _validate(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str, Any]:
+def _validate(raw: Mapping[str, object], profile: _Profile, kind: str) -> Fields:
     fields = _normalize(raw, profile, kind)
     _check_protocol(fields)
     _check_family(fields)
@@ -339,38 +341,38 @@ def _validate(raw: Mapping[str, Any], profile: _Profile, kind: str) -> dict[str,
 _LABEL_FIELDS = frozenset(("labels", "label_add", "label_del"))
 
 
-def _nat_text(value: tuple[str, int]) -> str:
-    address, port = value
+def _nat_text(value: tuple[object, ...]) -> str:
+    address, port = str(value[0]), value[1]
     host = f"[{address}]" if val.address_version(address) == 6 else address
     return f"{host}:{port}"
 
 
-def _value_text(name: str, value: Any) -> str:
+def _value_text(name: str, value: FieldValue) -> str:
     if not isinstance(value, tuple):
         return str(value)
     if name == "mark":
         return f"{value[0]}/{value[1]}"
     if name in _NAT_FIELDS:
         return _nat_text(value)
-    return ",".join(value)
+    return ",".join(map(str, value))
 
 
-def _render_field(name: str, value: Any, fields: Mapping[str, Any]) -> tuple[str, ...]:
+def _render_field(name: str, value: FieldValue, fields: FieldMap) -> tuple[str, ...]:
     option = _OPTIONS[name]
     if name in _ICMP:
         option = f"--{fields['proto']}-{option}"
     if value is True:
         return (option,)
-    if name in _LABEL_FIELDS:
+    if name in _LABEL_FIELDS and isinstance(value, tuple):
         # One option per name: 1.4.9 reads only the first name of a comma
         # list (it parses the list in place twice); every release merges
         # repeated label options into one set.
         return tuple(word for label in value
-                     for word in (option, val.check_token(name, label)))
+                     for word in (option, val.check_token(name, str(label))))
     return (option, val.check_token(name, _value_text(name, value)))
 
 
-def _render(option: str, fields: Mapping[str, Any], hidden: frozenset[str]) -> tuple[str, ...]:
+def _render(option: str, fields: FieldMap, hidden: frozenset[str]) -> tuple[str, ...]:
     argv = [option]
     for name in _ORDER:
         if name in fields and name not in hidden:
@@ -378,11 +380,11 @@ def _render(option: str, fields: Mapping[str, Any], hidden: frozenset[str]) -> t
     return tuple(argv)
 
 
-def _primitive(value: Any) -> Any:
+def _primitive(value: FieldValue) -> Primitive:
     if isinstance(value, tuple):
-        return [_primitive(item) for item in value]
+        return list(value)
     return value
 
 
-def _field_rank(item: tuple[str, Any]) -> int:
+def _field_rank(item: tuple[str, FieldValue]) -> int:
     return _RANK[item[0]]

@@ -21,7 +21,7 @@ a namespace: ``-F -f FAMILY`` empties every family, ``-D`` ignores ``-t``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 from conntrack_lib import constants, models
 from conntrack_lib import validators as val
@@ -51,6 +51,10 @@ from conntrack_lib.command_fields import (
 from conntrack_lib.command_fields import _OPTIONS as _OPTIONS  # noqa: PLC0414
 from conntrack_lib.command_fields import _check_family as _check_family  # noqa: PLC0414
 from conntrack_lib.exceptions import InvalidArgumentError
+from conntrack_lib.parser.summary import summary_count
+from conntrack_lib.values import FieldMap, Fields, FieldValue, FilterValue, PrimitiveDict
+
+_C = TypeVar("_C", bound="Command")
 
 # --- command classes ----------------------------------------------------------
 
@@ -59,14 +63,30 @@ class Command:
 
     kind: ClassVar[str]
     affected_word: ClassVar[str | None] = None
+    #: Safe to run again after a transient failure (it changes nothing, or
+    #: running it twice leaves the table as running it once).
+    retryable: ClassVar[bool] = False
+    #: Fails with EntryNotFoundError when nothing matches (an exact lookup).
+    lookup: ClassVar[bool] = False
     _profile: ClassVar[_Profile]
     __slots__ = ("_fields",)
-    _fields: tuple[tuple[str, Any], ...]
+    _fields: tuple[tuple[str, FieldValue], ...]
 
     def __init__(self) -> None:
         raise TypeError("Command is abstract; build one of its subclasses")
 
-    def _freeze(self, fields: Mapping[str, Any]) -> None:
+    @classmethod
+    def from_fields(cls: type[_C], fields: Mapping[str, object]) -> _C:
+        """Build the command from keyword fields as a caller gives them, validating all.
+
+        :param fields: the constructor's keywords; their values are checked
+            here, whatever their type.
+        :returns: the command.
+        :raises InvalidArgumentError: for an unknown keyword or a bad value.
+        """
+        return cls(**fields)
+
+    def _freeze(self, fields: FieldMap) -> None:
         # Sorting the few set fields by rank beats scanning every option
         # name: this runs for each of the many flows of a netlink batch.
         ordered = tuple(sorted(fields.items(), key=_field_rank))
@@ -81,12 +101,17 @@ class Command:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Command):
             return NotImplemented
-        return type(self) is type(other) and self._fields == other._fields
+        return type(self) is type(other) and self._identity() == other._identity()
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self._fields))
+        return hash((type(self).__name__, self._identity()))
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def _identity(self) -> tuple[object, ...]:
+        """Return what equality and the hash compare: the set fields."""
+        return self._fields
+
+    def __reduce__(self) -> tuple[Callable[[Mapping[str, object]], Command],
+                                  tuple[PrimitiveDict]]:
         return (from_primitive, (self.to_primitive(),))
 
     def _repr_items(self) -> list[str]:
@@ -98,18 +123,51 @@ class Command:
     __str__ = __repr__
 
     @property
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> Fields:
         """Return the set fields in their canonical form."""
         return dict(self._fields)
 
-    def get(self, name: str, default: Any = None) -> Any:
+    def get(self, name: str, default: FieldValue | None = None) -> FieldValue | None:
         """Return one field's canonical value, or ``default`` when unset."""
         return self.fields.get(name, default)
+
+    def get_int(self, name: str) -> int | None:
+        """Return an integer field (a zone, a port, an id), or None when it is unset.
+
+        :raises InvalidArgumentError: the field holds something else (a
+            masked mark, a word).
+        """
+        value = self.get(name)
+        if value is None or isinstance(value, int):
+            return value
+        raise InvalidArgumentError(name, value, "not an integer field")
+
+    def _words(self, name: str) -> tuple[str, ...]:
+        """Return a word-list field (output, event mask) as strs; ``()`` when unset."""
+        value = self.get(name, ())
+        return tuple(map(str, value)) if isinstance(value, tuple) else (str(value),)
+
+    def _number(self, name: str) -> float:
+        """Return a numeric field that the constructor made sure is set."""
+        value = self.get(name)
+        if not isinstance(value, int | float):
+            raise InvalidArgumentError(name, value, "expected a number")
+        return value
 
     @property
     def loadable(self) -> bool:
         """Tell whether this command may be a line of a ``-R`` load file."""
         return False
+
+    def reported_count(self, stdout: str, stderr: str) -> int | None:
+        """Return the number a successful run reports, or None when it reports none.
+
+        :param stdout: what conntrack printed on stdout.
+        :param stderr: what it printed on stderr (the summary line).
+        :returns: the N of ``N flow entries have been <affected_word>.``.
+        """
+        word = self.affected_word
+        return None if word is None else summary_count(stderr, word)
 
     def argv(self) -> tuple[str, ...]:
         """Return the conntrack arguments, without the binary path."""
@@ -126,9 +184,9 @@ class Command:
         # Safe to join: every value token was checked to hold no blank or quote.
         return " ".join(self.argv())
 
-    def to_primitive(self) -> dict[str, Any]:
+    def to_primitive(self) -> PrimitiveDict:
         """Return a dict of str/int/list values that :func:`from_primitive` reads."""
-        data: dict[str, Any] = {"kind": self.kind}
+        data: PrimitiveDict = {"kind": self.kind}
         data.update((name, _primitive(value)) for name, value in self._fields)
         return data
 
@@ -138,16 +196,17 @@ class ListCommand(Command):
 
     kind = "list"
     affected_word = "shown"
+    retryable = True
     _profile = _LIST
     __slots__ = ()
 
-    def __init__(self, /, *, output: Sequence[str] = (), **filters: Any) -> None:
+    def __init__(self, /, *, output: Sequence[str] = (), **filters: FilterValue) -> None:
         self._freeze(_validate({**filters, "output": output}, self._profile, self.kind))
 
     @property
     def output(self) -> tuple[str, ...]:
         """Return the ``-o`` keywords."""
-        return tuple(self.get("output", ()))
+        return self._words("output")
 
 
 class GetCommand(Command):
@@ -155,10 +214,13 @@ class GetCommand(Command):
 
     kind = "get"
     affected_word = "shown"
+    retryable = True
+    lookup = True
     _profile = _GET
     __slots__ = ()
 
-    def __init__(self, /, *, output: Sequence[str] = (), **tuple_fields: Any) -> None:
+    def __init__(self, /, *, output: Sequence[str] = (),
+                 **tuple_fields: FilterValue) -> None:
         fields = _validate({**tuple_fields, "output": output}, self._profile, self.kind)
         _check_get(fields)
         self._freeze(fields)
@@ -166,7 +228,7 @@ class GetCommand(Command):
     @property
     def output(self) -> tuple[str, ...]:
         """Return the ``-o`` keywords."""
-        return tuple(self.get("output", ()))
+        return self._words("output")
 
 
 class CreateCommand(Command):
@@ -177,7 +239,7 @@ class CreateCommand(Command):
     _profile = _CREATE
     __slots__ = ()
 
-    def __init__(self, /, *, timeout: int, **fields: Any) -> None:
+    def __init__(self, /, *, timeout: int, **fields: FilterValue) -> None:
         checked = _validate({**fields, "timeout": timeout}, self._profile, self.kind)
         _check_create(checked)
         self._freeze(checked)
@@ -187,10 +249,39 @@ class CreateCommand(Command):
         """Tell whether this command may be a load-file line (always)."""
         return True
 
+    def reported_count(self, stdout: str, stderr: str) -> int | None:
+        """Return the flows created: the summary's N (``added`` on some releases), else 1.
+
+        :param stdout: what conntrack printed on stdout.
+        :param stderr: what it printed on stderr.
+        :returns: the number of flows created.
+        """
+        for word in ("created", "added"):
+            count = summary_count(stderr, word)
+            if count is not None:
+                return count
+        return 1
+
     @property
     def timeout(self) -> int:
         """Return the timeout in seconds."""
-        return int(self.get("timeout"))
+        return int(self._number("timeout"))
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, object]) -> CreateCommand:
+        """Build the create from keyword fields, ``timeout`` among them, validating all.
+
+        :param fields: the constructor's keywords; their values are checked
+            here, whatever their type.
+        :returns: the command.
+        :raises InvalidArgumentError: for a missing timeout, an unknown
+            keyword or a bad value.
+        """
+        rest = dict(fields)
+        timeout = rest.pop("timeout", None)
+        if timeout is None:
+            raise InvalidArgumentError("timeout", None, "required for this command")
+        return cls(timeout=val.integer("timeout", timeout, 0, constants.MAX_TIMEOUT), **rest)
 
     @classmethod
     def from_entry(cls, entry: models.Entry, timeout: int | None = None) -> CreateCommand:
@@ -216,7 +307,7 @@ class UpdateCommand(Command):
     _profile = _UPDATE
     __slots__ = ()
 
-    def __init__(self, /, *, match: Mapping[str, Any], **changes: Any) -> None:
+    def __init__(self, /, *, match: Mapping[str, FilterValue], **changes: FilterValue) -> None:
         if not isinstance(match, Mapping):
             raise InvalidArgumentError("match", match, "expected a mapping of filters")
         self._check_names(match, changes)
@@ -228,7 +319,8 @@ class UpdateCommand(Command):
         self._freeze(fields)
 
     @staticmethod
-    def _check_names(match: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+    def _check_names(match: Mapping[str, FilterValue], changes: Mapping[str, FilterValue]
+                     ) -> None:
         for name, value in match.items():
             if name in _ZONES:
                 raise InvalidArgumentError(name, value, "1.4.7 -U cannot update zoned flows")
@@ -239,28 +331,30 @@ class UpdateCommand(Command):
                 raise InvalidArgumentError(name, value, "not a change of an update command")
 
     @property
-    def match(self) -> dict[str, Any]:
+    def match(self) -> Fields:
         """Return the filters selecting the flows to change."""
         return {k: v for k, v in self._fields if k in _UPDATE_MATCH}
 
     @property
-    def changes(self) -> dict[str, Any]:
+    def changes(self) -> Fields:
         """Return the values to set."""
         return {k: v for k, v in self._fields if k in _UPDATE_CHANGES}
 
     def argv(self) -> tuple[str, ...]:
         """Return the arguments; ``-f`` is always present (1.4.7 needs it)."""
         fields = self.fields
-        fields["family"] = _check_family(fields)
+        family = _check_family(fields)
+        if family is not None:  # the constructor refused an update without one
+            fields["family"] = family
         return _render(self._profile.option, fields, frozenset())
 
     def _repr_items(self) -> list[str]:
         changes = [f"{k}={v!r}" for k, v in self.changes.items()]
         return [f"match={self.match!r}", *changes]
 
-    def to_primitive(self) -> dict[str, Any]:
+    def to_primitive(self) -> PrimitiveDict:
         """Return primitives; ``match`` is a list of ``[name, value]`` pairs."""
-        data: dict[str, Any] = {"kind": self.kind}
+        data: PrimitiveDict = {"kind": self.kind}
         data["match"] = [[k, _primitive(v)] for k, v in self.match.items()]
         data.update((k, _primitive(v)) for k, v in self.changes.items())
         return data
@@ -271,10 +365,11 @@ class DeleteCommand(Command):
 
     kind = "delete"
     affected_word = "deleted"
+    retryable = True
     _profile = _DELETE
     __slots__ = ()
 
-    def __init__(self, /, **filters: Any) -> None:
+    def __init__(self, /, **filters: FilterValue) -> None:
         self._freeze(_validate(filters, self._profile, self.kind))
 
     @property
@@ -296,10 +391,11 @@ class FlushCommand(Command):
     """
 
     kind = "flush"
+    retryable = True
     _profile = _FLUSH
     __slots__ = ()
 
-    def __init__(self, /, *, family: str | None = None, **fields: Any) -> None:
+    def __init__(self, /, *, family: str | None = None, **fields: FilterValue) -> None:
         checked = _validate({**fields, "family": family}, self._profile, self.kind)
         if "family" in checked:
             raise InvalidArgumentError("family", family,
@@ -316,10 +412,21 @@ class CountCommand(Command):
     """``conntrack -C``: the number of entries (all zones and families)."""
 
     kind = "count"
+    retryable = True
     _profile = _make_profile("-C", ())
     __slots__ = ()
 
-    def __init__(self, /, **fields: Any) -> None:
+    def reported_count(self, stdout: str, stderr: str) -> int | None:
+        """Return the number ``-C`` prints on stdout, or None for other output.
+
+        :param stdout: what conntrack printed on stdout.
+        :param stderr: what it printed on stderr.
+        :returns: the number of entries.
+        """
+        text = stdout.strip()
+        return int(text) if text.isdigit() else None
+
+    def __init__(self, /, **fields: FilterValue) -> None:
         self._freeze(_validate(fields, self._profile, self.kind))
 
 
@@ -327,10 +434,11 @@ class StatsCommand(Command):
     """``conntrack -S``: per-CPU statistics."""
 
     kind = "stats"
+    retryable = True
     _profile = _make_profile("-S", ())
     __slots__ = ()
 
-    def __init__(self, /, **fields: Any) -> None:
+    def __init__(self, /, **fields: FilterValue) -> None:
         self._freeze(_validate(fields, self._profile, self.kind))
 
 
@@ -341,7 +449,7 @@ class VersionCommand(Command):
     _profile = _make_profile("--version", ())
     __slots__ = ()
 
-    def __init__(self, /, **fields: Any) -> None:
+    def __init__(self, /, **fields: FilterValue) -> None:
         self._freeze(_validate(fields, self._profile, self.kind))
 
 
@@ -354,7 +462,7 @@ class EventsCommand(Command):
     DEFAULT_DURATION: ClassVar[float] = 10.0
 
     def __init__(self, /, *, event_mask: Sequence[str] = ("ALL",), output: Sequence[str] = (),
-                 duration: float = DEFAULT_DURATION, **filters: Any) -> None:
+                 duration: float = DEFAULT_DURATION, **filters: FilterValue) -> None:
         # None would read as "unset" and silently change the command's meaning.
         for name, value in (("event_mask", event_mask), ("duration", duration)):
             if value is None:
@@ -366,22 +474,45 @@ class EventsCommand(Command):
     @property
     def duration(self) -> float:
         """Return how long the executor lets the event monitor run."""
-        return float(self.get("duration"))
+        return float(self._number("duration"))
 
     @property
     def event_mask(self) -> tuple[str, ...]:
         """Return the ``-e`` keywords."""
-        return tuple(self.get("event_mask"))
+        return self._words("event_mask")
 
     @property
     def output(self) -> tuple[str, ...]:
         """Return the ``-o`` keywords."""
-        return tuple(self.get("output", ()))
+        return self._words("output")
 
-    def to_primitive(self) -> dict[str, Any]:
+    def reported_count(self, stdout: str, stderr: str) -> int | None:
+        """Return the N of ``N flow events have been shown.``, if printed.
+
+        :param stdout: what conntrack printed on stdout.
+        :param stderr: what it printed on stderr.
+        :returns: the number of events, or None.
+        """
+        return summary_count(stderr, "shown", noun="flow events")
+
+    def with_filters(self, filters: FieldMap) -> EventsCommand:
+        """Return this capture (event mask, output, duration) with other filters.
+
+        :param filters: the filters of the new command; its own event
+            mask, output and duration are kept whatever ``filters`` says.
+        :returns: the new command, validated.
+        :raises InvalidArgumentError: for a bad filter.
+        """
+        kept = ("event_mask", "output", "duration")
+        return EventsCommand(event_mask=self.event_mask, output=self.output,
+                             duration=self.duration,
+                             **{k: v for k, v in filters.items() if k not in kept})
+
+    def to_primitive(self) -> PrimitiveDict:
         """Return primitives; the duration travels as whole milliseconds."""
         data = super().to_primitive()
-        data["duration_ms"] = round(data.pop("duration") * 1000)
+        del data["duration"]
+        data["duration_ms"] = round(self.duration * 1000)
         return data
 
 
@@ -420,7 +551,8 @@ class BatchCommand(Command):
 
     kind = "batch"
     _profile = _make_profile("-R", ())
-    __slots__ = ()
+    __slots__ = ("_commands",)
+    _commands: tuple[Command, ...]
 
     def __init__(self, commands: Sequence[Command]) -> None:
         if not isinstance(commands, list | tuple) or not commands:
@@ -434,13 +566,20 @@ class BatchCommand(Command):
                 raise InvalidArgumentError(
                     "commands", command, "a command naming labels must end its batch: "
                     "conntrack -R crashes on the line after it (see load_chunks)")
-        object.__setattr__(self, "_fields", (("commands", tuple(commands)),))
+        # The commands are no field: they stay objects, in their own slot.
+        object.__setattr__(self, "_fields", ())
+        object.__setattr__(self, "_commands", tuple(commands))
+
+    def _identity(self) -> tuple[object, ...]:
+        return self._commands
+
+    def _repr_items(self) -> list[str]:
+        return [f"commands={self._commands!r}"]
 
     @property
     def commands(self) -> tuple[Command, ...]:
         """Return the batched commands in order."""
-        commands: tuple[Command, ...] = self._fields[0][1]
-        return commands
+        return self._commands
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -456,7 +595,7 @@ class BatchCommand(Command):
         """Return the load-file text: one line per command, newline-terminated."""
         return "".join(command.load_line() + "\n" for command in self.commands)
 
-    def to_primitive(self) -> dict[str, Any]:
+    def to_primitive(self) -> PrimitiveDict:
         """Return primitives; each command is a list of ``[name, value]`` pairs."""
         return {"kind": self.kind,
                 "commands": [[[k, v] for k, v in c.to_primitive().items()]
@@ -465,12 +604,12 @@ class BatchCommand(Command):
 
 # --- entries --------------------------------------------------------------------
 
-def _entry_identity(entry: models.Entry) -> dict[str, Any]:
+def _entry_identity(entry: models.Entry) -> dict[str, FilterValue]:
     """Return the fields naming ``entry`` in the kernel: family, proto, tuple, zone."""
     proto: str | int = entry.proto if entry.proto in constants.PROTOCOL_NUMBERS \
         else entry.protonum
     flow = entry.original
-    fields: dict[str, Any] = {"family": entry.family, "proto": proto,
+    fields: dict[str, FilterValue] = {"family": entry.family, "proto": proto,
                               "src": flow.src, "dst": flow.dst}
     if proto in constants.PORT_PROTOCOLS:
         fields.update(sport=flow.sport, dport=flow.dport)
@@ -486,10 +625,10 @@ def _entry_identity(entry: models.Entry) -> dict[str, Any]:
     return fields
 
 
-def _reply_fields(entry: models.Entry) -> dict[str, Any]:
+def _reply_fields(entry: models.Entry) -> dict[str, FilterValue]:
     """Return the reply tuple of ``entry`` as create fields."""
     flow = entry.reply
-    fields: dict[str, Any] = {"reply_src": flow.src, "reply_dst": flow.dst}
+    fields: dict[str, FilterValue] = {"reply_src": flow.src, "reply_dst": flow.dst}
     if entry.proto in constants.PORT_PROTOCOLS:
         fields.update(reply_sport=flow.sport, reply_dport=flow.dport)
     elif entry.proto == "gre":
@@ -508,11 +647,11 @@ def _entry_status(entry: models.Entry) -> list[str]:
 
 # --- primitives -------------------------------------------------------------------
 
-def _pairs(field: str, value: object) -> dict[str, Any]:
+def _pairs(field: str, value: object) -> dict[str, object]:
     """Return a dict from a list of ``[name, value]`` pairs."""
     if not isinstance(value, list | tuple):
         raise InvalidArgumentError(field, value, "expected a list of [name, value] pairs")
-    result: dict[str, Any] = {}
+    result: dict[str, object] = {}
     for pair in value:
         if not isinstance(pair, list | tuple) or len(pair) != 2 or not isinstance(pair[0], str) \
                 or pair[0] in result:
@@ -521,42 +660,47 @@ def _pairs(field: str, value: object) -> dict[str, Any]:
     return result
 
 
-def _events_from(data: dict[str, Any]) -> Command:
-    if "duration" in data:
-        raise InvalidArgumentError("duration", data["duration"], "unknown key")
-    millis = val.integer("duration_ms", data.pop("duration_ms", 10000), 1, 3_600_000)
-    return EventsCommand(duration=millis / 1000, **data)
+def _events_from(data: Mapping[str, object]) -> Command:
+    fields = dict(data)
+    if "duration" in fields:
+        raise InvalidArgumentError("duration", fields["duration"], "unknown key")
+    millis = val.integer("duration_ms", fields.pop("duration_ms", 10000), 1, 3_600_000)
+    fields["duration"] = millis / 1000
+    return EventsCommand.from_fields(fields)
 
 
-def _update_from(data: dict[str, Any]) -> Command:
-    return UpdateCommand(match=_pairs("match", data.pop("match", None)), **data)
+def _update_from(data: Mapping[str, object]) -> Command:
+    fields = dict(data)
+    fields["match"] = _pairs("match", fields.pop("match", None))
+    return UpdateCommand.from_fields(fields)
 
 
-def _batch_from(data: dict[str, Any]) -> Command:
-    commands = data.pop("commands", None)
-    if data:
-        raise InvalidArgumentError(next(iter(data)), None, "unknown key")
+def _batch_from(data: Mapping[str, object]) -> Command:
+    fields = dict(data)
+    commands = fields.pop("commands", None)
+    if fields:
+        raise InvalidArgumentError(next(iter(fields)), None, "unknown key")
     if not isinstance(commands, list | tuple):
         raise InvalidArgumentError("commands", commands, "expected a list")
     return BatchCommand([from_primitive(_pairs("commands", item)) for item in commands])
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any]], Command]] = {
-    "list": lambda d: ListCommand(**d),
-    "get": lambda d: GetCommand(**d),
-    "create": lambda d: CreateCommand(**d),
+_BUILDERS: dict[str, Callable[[Mapping[str, object]], Command]] = {
+    "list": ListCommand.from_fields,
+    "get": GetCommand.from_fields,
+    "create": CreateCommand.from_fields,
     "update": _update_from,
-    "delete": lambda d: DeleteCommand(**d),
-    "flush": lambda d: FlushCommand(**d),
-    "count": lambda d: CountCommand(**d),
-    "stats": lambda d: StatsCommand(**d),
-    "version": lambda d: VersionCommand(**d),
+    "delete": DeleteCommand.from_fields,
+    "flush": FlushCommand.from_fields,
+    "count": CountCommand.from_fields,
+    "stats": StatsCommand.from_fields,
+    "version": VersionCommand.from_fields,
     "events": _events_from,
     "batch": _batch_from,
 }
 
 
-def from_primitive(data: Mapping[str, Any]) -> Command:
+def from_primitive(data: Mapping[str, object]) -> Command:
     """Rebuild a command from :meth:`Command.to_primitive` output, validating all of it.
 
     :raises InvalidArgumentError: for anything that is not a valid command:
@@ -573,12 +717,16 @@ def from_primitive(data: Mapping[str, Any]) -> Command:
     if not all(type(key) is str for key in fields):
         bad = next(key for key in fields if not isinstance(key, str))
         raise InvalidArgumentError("key", bad, "keys must be strings")
-    if kind == "create" and "timeout" not in fields:
-        raise InvalidArgumentError("timeout", None, "required for this command")
     return _BUILDERS[kind](fields)
 
 
+#: Every command class, one per kind.
+COMMAND_CLASSES: tuple[type[Command], ...] = (
+    ListCommand, GetCommand, CreateCommand, UpdateCommand, DeleteCommand, FlushCommand,
+    CountCommand, StatsCommand, VersionCommand, EventsCommand, BatchCommand)
+
 __all__ = [
+    "COMMAND_CLASSES",
     "BatchCommand",
     "Command",
     "CountCommand",

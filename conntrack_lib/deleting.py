@@ -13,20 +13,23 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TypeVar
 
 from oslo_log import log as logging
 
 from conntrack_lib import capabilities, commands, matching, parser, planner
 from conntrack_lib import exceptions as exc
+from conntrack_lib.executing import CommandRunner, ExactDeleter
 from conntrack_lib.models import Entry
 from conntrack_lib.rules import (
     SecurityGroupRule,
     remote_ip_requests,
     rule_requests,
 )
+from conntrack_lib.values import FieldMap, FilterValue
 
 LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
 #: What ``-D`` prints when a flow vanished between its dump and its delete.
 VANISHED_MESSAGE = "such conntrack doesn't exist"
 VANISHED_RETRIES = 3
@@ -39,7 +42,7 @@ class DeletingMixin:
     (the executor, the namespace, the release, the table listing).
     """
 
-    executor: Any
+    executor: CommandRunner
     namespace: str | None
     batch_size: int
     exact_delete_backend: str
@@ -51,10 +54,10 @@ class DeletingMixin:
         """Return the capabilities of the running release."""
         raise NotImplementedError  # pragma: no cover - ConntrackHelper overrides it
 
-    def _listing(self, fields: Mapping[str, Any], output: Sequence[str]) -> Iterator[str]:
+    def _listing(self, fields: FieldMap, output: Sequence[str]) -> Iterator[str]:
         raise NotImplementedError  # pragma: no cover - ConntrackHelper overrides it
 
-    def count(self, **filters: Any) -> int:
+    def count(self, **filters: FilterValue) -> int:
         """Return how many entries match ``filters``.
 
         :param filters: the filter keywords of the public contract.
@@ -70,7 +73,7 @@ class DeletingMixin:
         """
         raise NotImplementedError  # pragma: no cover - ConntrackHelper overrides it
 
-    def delete_entries(self, **filters: Any) -> int:
+    def delete_entries(self, **filters: FilterValue) -> int:
         """Delete the flows matching ``filters``; 0 deleted is not an error.
 
         :param filters: the filter keywords of the public contract (plus
@@ -149,7 +152,7 @@ class DeletingMixin:
 
     # -- planned deletes -------------------------------------------------
 
-    def plan_deletes(self, requests: Iterable[Mapping[str, Any] | planner.Request]
+    def plan_deletes(self, requests: Iterable[Mapping[str, FilterValue] | planner.Request]
                      ) -> planner.DeletePlan:
         """Merge deletion requests into the cheapest plan (no process runs).
 
@@ -190,7 +193,7 @@ class DeletingMixin:
         return planner.DeleteReport(plan=plan, deleted=deleted,
                                     seconds=time.monotonic() - start)
 
-    def delete_many(self, requests: Iterable[Mapping[str, Any] | planner.Request]
+    def delete_many(self, requests: Iterable[Mapping[str, FilterValue] | planner.Request]
                     ) -> planner.DeleteReport:
         """Plan and run many deletion requests at once.
 
@@ -203,7 +206,7 @@ class DeletingMixin:
 
     # -- security-group style deletes ------------------------------------
 
-    def delete_rule(self, rule: SecurityGroupRule | Mapping[str, Any],
+    def delete_rule(self, rule: SecurityGroupRule | Mapping[str, object],
                     ports: Iterable[tuple[int | None, Iterable[str]]]) -> int:
         """Delete the flows a removed security-group rule allowed, on many ports.
 
@@ -274,13 +277,13 @@ class DeletingMixin:
 
     # -- internals -------------------------------------------------------
 
-    def _delete_batched(self, lines: Sequence[Any]) -> int:
+    def _delete_batched(self, lines: Sequence[commands.Command]) -> int:
         # Before 1.4.7 there is no -R: each line is a conntrack -D of its own.
         size = self.batch_size if self.capabilities.load_file else 1
         return sum(self._run_deletes(chunk[0] if len(chunk) == 1 else commands.BatchCommand(chunk))
                    for chunk in commands.load_chunks(lines, size))
 
-    def _run_deletes(self, command: Any) -> int:
+    def _run_deletes(self, command: commands.Command) -> int:
         """Run a ``-D`` (or a ``-R`` batch of them); return how many flows went.
 
         conntrack 1.4.7 aborts when a matching flow vanishes between its
@@ -298,7 +301,7 @@ class DeletingMixin:
                 deleted += _printed_lines(err.stdout)
                 LOG.warning("a flow vanished during %s; deleting again", command)
                 continue
-            if command.kind == "batch":
+            if isinstance(command, commands.BatchCommand):
                 # -R prints no summary; every deleted flow is one stdout line.
                 return deleted + _printed_lines(result.stdout)
             return deleted + int(result.count or 0)
@@ -307,10 +310,12 @@ class DeletingMixin:
     def _netlink_usable(self) -> bool:
         if self.exact_delete_backend == "cli":
             return False
-        return callable(getattr(self.executor, "delete_flows", None))
+        return isinstance(self.executor, ExactDeleter)
 
     def _exact_delete(self, flows: Sequence[Entry]) -> int | None:
-        if not self._netlink_usable():
+        if self.exact_delete_backend == "cli":
+            return None
+        if not isinstance(self.executor, ExactDeleter):
             if self.exact_delete_backend == "netlink":
                 raise exc.ConntrackUnavailableError(
                     ("netlink",), None, "", "the executor offers no netlink deletes")
@@ -337,8 +342,7 @@ class DeletingMixin:
         # that can match it; requests without a zone apply to every entry.
         by_zone: dict[int | None, list[matching.Predicate]] = {}
         for request in requests:
-            fields = request.filters
-            by_zone.setdefault(fields.get("zone"), []).append(matching.compile_filters(fields))
+            by_zone.setdefault(request.zone, []).append(matching.compile_filters(request.filters))
         anywhere = by_zone.pop(None, [])
         zones = set(zone_wide)
         output = tuple(dict.fromkeys(("id", *(n for r in requests

@@ -18,14 +18,19 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from conntrack_lib import constants, exceptions
 from conntrack_lib.helper import ConntrackHelper
+from conntrack_lib.models import Entry
 from conntrack_lib.rules import SecurityGroupRule
 from conntrack_lib.testing import namespaces
+from conntrack_lib.values import FilterValue
+
+if TYPE_CHECKING:
+    from conntrack_lib.executing import Executor
 
 #: Neutron's iptables firewall leaves zones 1..4096 to OVS's VLAN tags.
 DEMO_ZONE_RANGE = (4097, constants.MAX_CONNTRACK_ZONE_ID)
@@ -80,7 +85,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[Any]:
+def _signals_raise() -> Iterator[Callable[[], None]]:
     """Turn the first SIGINT or SIGTERM into :class:`_Stopped`, then restore.
 
     Later signals are ignored until the namespace is gone, so a second
@@ -147,7 +152,7 @@ def _missing_requirement() -> str | None:
     return None
 
 
-def _executor(kind: str) -> Any:
+def _executor(kind: str) -> Executor:
     from conntrack_lib import executor  # noqa: PLC0415 - keeps --help fast
 
     return executor.ProcessExecutor() if kind == "process" else executor.PrivsepExecutor()
@@ -161,9 +166,9 @@ def _remote_ip(index: int) -> str:
     return f"198.51.{100 + index // 250}.{index % 250 + 1}"
 
 
-def _flows_for(port: int, zone: int) -> list[dict[str, Any]]:
+def _flows_for(port: int, zone: int) -> list[dict[str, FilterValue]]:
     local = _port_ip(port)
-    flows: list[dict[str, Any]] = []
+    flows: list[dict[str, FilterValue]] = []
     for r in range(REMOTES_PER_PORT):
         remote = _remote_ip(r)
         for dport in (22, 80, 443):
@@ -233,7 +238,8 @@ def _run(ns: str, args: argparse.Namespace, out: TextIO) -> None:
         f"(counted in {_ms(t0)})")
 
 
-def _print_zone_table(entries: Sequence[Any], zones: dict[str, int], say: Any) -> None:
+def _print_zone_table(entries: Sequence[Entry], zones: dict[str, int],
+                      say: Callable[[str], None]) -> None:
     owner = {zone: key for key, zone in zones.items()}
     per_zone: dict[int, Counter[str]] = {}
     for entry in entries:

@@ -25,13 +25,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from conntrack_lib import capabilities, commands, netns, opts
 from conntrack_lib import exceptions as exc
+from conntrack_lib.executing import Executor as Executor  # noqa: PLC0414 - its old home
 from conntrack_lib.results import (
     EXISTS_MESSAGE,
     EXIT_SEGFAULT,
@@ -56,57 +57,6 @@ LOG = logging.getLogger(__name__)
 PRIVSEP_MARGIN = 30.0
 
 _LIST_KINDS = frozenset({"list"})
-
-
-class Executor(Protocol):
-    """Runs command objects.
-
-    :class:`~conntrack_lib.helper.ConntrackHelper` depends only on this.
-    """
-
-    def execute(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
-    ) -> Result:
-        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
-
-        :param command: a command object of :mod:`conntrack_lib.commands`.
-        :param namespace: network namespace to run in, or None for this
-            process's own.
-        :param timeout: seconds the command may take; None for the
-            ``[conntrack_lib] command_timeout`` option (longer for events).
-        :returns: the exit status, output and count of the run.
-        :raises InvalidArgumentError: for a bad namespace name.
-        :raises CommandError: (or a subclass) when conntrack fails.
-        """
-
-    def iter_lines(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
-    ) -> Iterator[str]:
-        """Run a list command and yield its stdout lines.
-
-        :param command: a :class:`~conntrack_lib.commands.ListCommand`.
-        :param namespace: network namespace to run in, or None for this
-            process's own.
-        :param timeout: seconds the command may take; None for the
-            ``[conntrack_lib] command_timeout`` option (longer for events).
-        :returns: an iterator of the lines.
-        :raises InvalidArgumentError: for another command or a bad namespace.
-        :raises CommandError: (also from the iteration) when conntrack fails.
-        """
-
-    def release(self) -> capabilities.Release:
-        """Return the release of the conntrack binary this executor runs.
-
-        :returns: the release as ``(major, minor, patch)``.
-        :raises UnsupportedReleaseError: the binary names no release, or one
-            older than 1.4.5.
-        :raises CommandError: when ``conntrack --version`` fails.
-        """
-
-    # Optional, and so not part of the protocol: executors that can create
-    # flows over ctnetlink also have
-    #     create_flows(creates, *, namespace=None) -> list[int]
-    # (one errno per CreateCommand); ConntrackHelper looks it up with getattr.
 
 
 class _Configured:

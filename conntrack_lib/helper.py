@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from oslo_log import log as logging
 
@@ -26,10 +26,15 @@ from conntrack_lib import (
 )
 from conntrack_lib import exceptions as exc
 from conntrack_lib.deleting import DeletingMixin
+from conntrack_lib.executing import CommandRunner, EventStreamer, FlowCreator, ReleaseReporter
 from conntrack_lib.models import CpuStats, Entry, Event
 from conntrack_lib.planner import DeletePlan, DeleteReport
 from conntrack_lib.rules import SecurityGroupRule, remote_ip_requests
+from conntrack_lib.values import FieldMap, Fields, FilterValue
 from conntrack_lib.zones import AnyZoneStore, SQLiteZoneStore, ZoneAllocator
+
+if TYPE_CHECKING:
+    from oslo_config import cfg
 
 LOG = logging.getLogger(__name__)
 #: Longest capture :meth:`ConntrackHelper.events` runs, in seconds.
@@ -44,8 +49,10 @@ class ConntrackHelper(DeletingMixin):
     """Allocate conntrack zones and manage the table of one namespace.
 
     :param namespace: network namespace name, or None for the caller's own.
-    :param executor: an :class:`~conntrack_lib.executor.Executor`; defaults
-        to a :class:`~conntrack_lib.executor.PrivsepExecutor`.
+    :param executor: an :class:`~conntrack_lib.executing.Executor`; defaults
+        to a :class:`~conntrack_lib.executor.PrivsepExecutor`.  One that is
+        only a :class:`~conntrack_lib.executing.CommandRunner` works too: the
+        helper then runs everything through conntrack processes.
     :param zone_range: inclusive ``(low, high)`` zones this helper may hand
         out, within ``1..MAX_CONNTRACK_ZONE_ID``.
     :param zone_store: where the zone map persists, e.g. a
@@ -69,7 +76,7 @@ class ConntrackHelper(DeletingMixin):
     def __init__(
         self,
         namespace: str | None = None,
-        executor: Any = None,
+        executor: CommandRunner | None = None,
         zone_range: tuple[int, int] = (constants.MIN_CONNTRACK_ZONE_ID,
                                        constants.MAX_CONNTRACK_ZONE_ID),
         zone_store: AnyZoneStore | None = None,
@@ -77,7 +84,7 @@ class ConntrackHelper(DeletingMixin):
         reserved: Iterable[int] = (),
         batch_size: int | None = None,
         exact_delete_backend: str | None = None,
-        conf: Any = None,
+        conf: cfg.ConfigOpts | None = None,
         cost_model: planner.CostModel = planner.DEFAULT_COST_MODEL,
     ) -> None:
         if batch_size is None or exact_delete_backend is None:
@@ -123,13 +130,11 @@ class ConntrackHelper(DeletingMixin):
         :raises UnsupportedReleaseError: a release older than 1.4.5, or
             output that names none.
         """
-        ask = getattr(self.executor, "release", None)
-        if ask is None:
+        if not isinstance(self.executor, ReleaseReporter):
             # An executor of the caller's that runs no binary (a recorder,
             # an older fake): it behaves as the newest release.
             return capabilities.LATEST.release
-        release: capabilities.Release = ask()
-        return release
+        return self.executor.release()
 
     @property
     def capabilities(self) -> capabilities.Capabilities:
@@ -276,7 +281,7 @@ class ConntrackHelper(DeletingMixin):
 
     # -- reading ---------------------------------------------------------
 
-    def iter_entries(self, **filters: Any) -> Iterator[Entry]:
+    def iter_entries(self, **filters: FilterValue) -> Iterator[Entry]:
         """Yield the entries matching ``filters`` as they are parsed.
 
         :param filters: the filter keywords of the public contract, plus
@@ -298,7 +303,7 @@ class ConntrackHelper(DeletingMixin):
             # Closing this generator releases the daemon's copy at once.
             _close(lines)
 
-    def list_entries(self, **filters: Any) -> list[Entry]:
+    def list_entries(self, **filters: FilterValue) -> list[Entry]:
         """Return the entries matching ``filters``.
 
         :param filters: the filter keywords of the public contract, plus
@@ -316,8 +321,8 @@ class ConntrackHelper(DeletingMixin):
             self._table_size = len(entries)
         return entries if predicate is None else [e for e in entries if predicate(e)]
 
-    def _list_filters(self, filters: Mapping[str, Any]
-                      ) -> tuple[dict[str, Any], tuple[str, ...], matching.Predicate | None]:
+    def _list_filters(self, filters: Mapping[str, FilterValue]
+                      ) -> tuple[Fields, tuple[str, ...], matching.Predicate | None]:
         """Return the ``-L`` filters and output keywords, and the predicate to apply after.
 
         conntrack filters what it gets right on the running release; the
@@ -335,7 +340,7 @@ class ConntrackHelper(DeletingMixin):
         output = tuple(dict.fromkeys(output + matching.needs(engine)))
         return cli, output, matching.compile_filters(engine)
 
-    def _listing(self, fields: Mapping[str, Any], output: Sequence[str]) -> Iterator[str]:
+    def _listing(self, fields: FieldMap, output: Sequence[str]) -> Iterator[str]:
         """Return the lines of ``conntrack -L`` with ``fields``, whatever the release.
 
         Where the release lists one family only without ``-f`` (1.4.6),
@@ -356,7 +361,7 @@ class ConntrackHelper(DeletingMixin):
                 # An early stop closes the listing that runs (the daemon's copy).
                 _close(lines)
 
-    def count(self, **filters: Any) -> int:
+    def count(self, **filters: FilterValue) -> int:
         """Return how many entries match ``filters`` (all with none).
 
         :param filters: the filter keywords of the public contract.
@@ -373,7 +378,7 @@ class ConntrackHelper(DeletingMixin):
         return sum(1 for _ in self.iter_entries(**filters))
 
     def events(self, *, duration: float | None = None, count: int | None = None,
-               event_mask: Sequence[str] = ("ALL",), **filters: Any) -> Iterator[Event]:
+               event_mask: Sequence[str] = ("ALL",), **filters: FilterValue) -> Iterator[Event]:
         """Yield the conntrack events matching ``filters`` as they arrive.
 
         The capture starts when this method is called and is streamed:
@@ -397,9 +402,11 @@ class ConntrackHelper(DeletingMixin):
         if duration is None:
             duration = MAX_EVENTS_DURATION if count is not None else \
                 commands.EventsCommand.DEFAULT_DURATION
-        command = commands.EventsCommand(event_mask=event_mask, duration=duration, **filters)
+        command = commands.EventsCommand.from_fields(
+            {**filters, "event_mask": event_mask, "duration": duration})
         caps = self.capabilities
-        family = command.get("family")
+        given = command.get("family")
+        family = given if isinstance(given, str) else None
         fields = planner.prefixes_for_release(command.fields, caps)
         if family is not None and not caps.events_family:
             # Before 1.4.7, -E refuses -f: watch every family, keep one here.
@@ -407,10 +414,9 @@ class ConntrackHelper(DeletingMixin):
         else:
             family = None
         if fields != command.fields:
-            command = commands.EventsCommand(**fields)
-        stream = getattr(self.executor, "iter_events", None)
-        if stream is not None:
-            lines: Iterable[str] = stream(command, namespace=self.namespace)
+            command = command.with_filters(fields)
+        if isinstance(self.executor, EventStreamer):
+            lines: Iterable[str] = self.executor.iter_events(command, namespace=self.namespace)
         else:  # an executor without streaming (a fake): the whole capture at once
             lines = self.executor.execute(command, namespace=self.namespace).stdout.splitlines()
         return _counted_events(lines, count, family)
@@ -426,7 +432,7 @@ class ConntrackHelper(DeletingMixin):
 
     # -- writing ---------------------------------------------------------
 
-    def create_entry(self, **fields: Any) -> int:
+    def create_entry(self, **fields: FilterValue) -> int:
         """Create one flow.
 
         :param fields: the keywords naming one flow, plus ``timeout``
@@ -438,7 +444,7 @@ class ConntrackHelper(DeletingMixin):
         """
         if "timeout" not in fields:
             raise exc.InvalidArgumentError("timeout", None, "a new flow needs a timeout")
-        command = commands.CreateCommand(**fields)
+        command = commands.CreateCommand.from_fields(fields)
         if not self.capabilities.load_file:
             # Before 1.4.7 conntrack -I refuses a flow naming its reply
             # addresses without reply ports or ICMP fields; netlink create
@@ -447,7 +453,7 @@ class ConntrackHelper(DeletingMixin):
         self.executor.execute(command, namespace=self.namespace)
         return 1
 
-    def create_entries(self, flows: Iterable[Mapping[str, Any]]) -> int:
+    def create_entries(self, flows: Iterable[Mapping[str, FilterValue]]) -> int:
         """Create many flows, ``batch_size`` per ``conntrack -R`` process.
 
         All flows are validated before the first process starts.  A
@@ -463,7 +469,7 @@ class ConntrackHelper(DeletingMixin):
         :raises EntryExistsError: for a flow that exists.
         :raises CommandError: when conntrack fails otherwise.
         """
-        built = [commands.CreateCommand(**dict(flow)) for flow in flows]
+        built = [commands.CreateCommand.from_fields(flow) for flow in flows]
         if not built:
             return 0
         if self.capabilities.load_file:
@@ -477,12 +483,12 @@ class ConntrackHelper(DeletingMixin):
 
         Flows netlink create does not encode (NAT, labels) take the process path.
         """
-        create_flows = getattr(self.executor, "create_flows", None)
         by_process: Sequence[commands.CreateCommand] = built
-        if create_flows is not None:
+        if isinstance(self.executor, FlowCreator):
             by_netlink = [command for command in built if netlink_create.encodable(command)]
             by_process = [command for command in built if not netlink_create.encodable(command)]
-            outcomes = create_flows(by_netlink, namespace=self.namespace) if by_netlink else []
+            outcomes = (self.executor.create_flows(by_netlink, namespace=self.namespace)
+                        if by_netlink else [])
             for command, errno_ in zip(by_netlink, outcomes, strict=True):
                 if errno_:
                     raise netlink_create.create_error(errno_, command)
@@ -494,7 +500,7 @@ class ConntrackHelper(DeletingMixin):
             self.executor.execute(command, namespace=self.namespace)
         return len(built)
 
-    def update_entries(self, match: Mapping[str, Any], **changes: Any) -> int:
+    def update_entries(self, match: Mapping[str, FilterValue], **changes: FilterValue) -> int:
         """Update the flows matching ``match``; return how many changed.
 
         The flows are listed first (with their ids) and matched as
@@ -538,7 +544,7 @@ class ConntrackHelper(DeletingMixin):
 
     # -- internals -------------------------------------------------------
 
-    def _run_count(self, command: Any) -> int:
+    def _run_count(self, command: commands.Command) -> int:
         result = self.executor.execute(command, namespace=self.namespace)
         return int(result.count or 0)
 
@@ -558,27 +564,27 @@ def _counted_events(lines: Iterable[str], count: int | None,
         _close(lines)
 
 
-def _close(lines: Iterable[Any]) -> None:
+def _close(lines: Iterable[object]) -> None:
     """Close a stream of lines that can be closed (a generator, a daemon listing)."""
     close = getattr(lines, "close", None)
     if close is not None:
         close()
 
 
-def _text_output(output: Any) -> tuple[str, ...]:
+def _text_output(output: FilterValue) -> tuple[str, ...]:
     """Return the ``-o`` keywords of a listing, refusing xml.
 
     The entry parser reads the text format only; an xml dump would parse to
     no entry at all, which must not pass for an empty table.
     """
-    keywords = commands.ListCommand(output=output or ()).output
+    keywords = commands.ListCommand.from_fields({"output": output or ()}).output
     if "xml" in keywords:
         raise exc.InvalidArgumentError(
             "output", output, "xml is not parsed into entries; list without it")
     return tuple(keywords)
 
 
-def _options(conf: Any) -> Any:
+def _options(conf: cfg.ConfigOpts | None) -> cfg.ConfigOpts.GroupAttr:
     """Return the ``[conntrack_lib]`` option group, registering it if needed."""
     from oslo_config import cfg  # noqa: PLC0415 - only when a default is needed
 
@@ -589,7 +595,7 @@ def _options(conf: Any) -> Any:
     return conf[opts.GROUP]
 
 
-def _configured_zone_store(conf: Any) -> SQLiteZoneStore | None:
+def _configured_zone_store(conf: cfg.ConfigOpts | None) -> SQLiteZoneStore | None:
     """Return the store the ``zone_store_path`` option names, or None for memory."""
     group = _options(conf)
     if not group.zone_store_path:
@@ -598,9 +604,9 @@ def _configured_zone_store(conf: Any) -> SQLiteZoneStore | None:
                            migrate_from=group.zone_store_migrate_from or None)
 
 
-def _exact_match(entry: Entry) -> dict[str, Any]:
+def _exact_match(entry: Entry) -> dict[str, FilterValue]:
     proto: str | int = entry.proto if entry.proto != "unknown" else entry.protonum
-    match: dict[str, Any] = {"family": entry.family, "proto": proto,
+    match: dict[str, FilterValue] = {"family": entry.family, "proto": proto,
                              "src": str(entry.original.src), "dst": str(entry.original.dst)}
     for name in ("sport", "dport", "icmp_type", "icmp_code", "icmp_id"):
         value = getattr(entry.original, name)

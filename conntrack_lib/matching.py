@@ -38,14 +38,16 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import netaddr
 
 from conntrack_lib import constants
 from conntrack_lib.models import Entry, FlowTuple
+from conntrack_lib.values import Fields, FieldValue
 
 Predicate = Callable[[Entry], bool]
+#: Validated filter keywords; a None value is no filter.
+_Filters = Mapping[str, FieldValue | None]
 
 #: Status bits no text or XML dump shows; only the kernel can filter them.
 HIDDEN_STATUS = frozenset({"FIXED_TIMEOUT", "EXPECTED", "UNSET"})
@@ -57,7 +59,7 @@ class UnmatchableError(ValueError):
     """A filter this engine cannot decide from a dump (hidden status bits)."""
 
 
-def compile_filters(filters: Mapping[str, Any], *, full_status: bool = False) -> Predicate:
+def compile_filters(filters: _Filters, *, full_status: bool = False) -> Predicate:
     """Return a predicate telling whether an entry matches every filter.
 
     :param filters: validated filter keywords of the public contract.
@@ -77,7 +79,7 @@ def compile_filters(filters: Mapping[str, Any], *, full_status: bool = False) ->
     return lambda entry: all(check(entry) for check in checks)
 
 
-def matches(entry: Entry, filters: Mapping[str, Any]) -> bool:
+def matches(entry: Entry, filters: _Filters) -> bool:
     """Tell whether ``entry`` matches every filter of ``filters``.
 
     :param entry: a parsed flow.
@@ -87,7 +89,7 @@ def matches(entry: Entry, filters: Mapping[str, Any]) -> bool:
     return compile_filters(filters)(entry)
 
 
-def needs(filters: Mapping[str, Any]) -> tuple[str, ...]:
+def needs(filters: _Filters) -> tuple[str, ...]:
     """Return the ``-o`` keywords a dump needs to show what ``filters`` test.
 
     :param filters: validated filter keywords.
@@ -97,7 +99,7 @@ def needs(filters: Mapping[str, Any]) -> tuple[str, ...]:
                          if v is not None and k in _OUTPUT_NEEDS}))
 
 
-def split_status(filters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_status(filters: _Filters) -> tuple[Fields, Fields]:
     """Split ``filters`` into what the kernel must filter and what this module can.
 
     :param filters: validated filter keywords.
@@ -117,7 +119,7 @@ def split_status(filters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return {"status": hidden}, engine
 
 
-def line_prefilter(requests: Iterable[Mapping[str, Any]],
+def line_prefilter(requests: Iterable[_Filters],
                    zones: Iterable[int] = ()) -> Callable[[str], bool] | None:
     """Return a cheap test a dump line must pass to match any of ``requests``.
 
@@ -144,7 +146,7 @@ def line_prefilter(requests: Iterable[Mapping[str, Any]],
     return lambda line: search(line) is not None
 
 
-def _anchor(filters: Mapping[str, Any]) -> str | None:
+def _anchor(filters: _Filters) -> str | None:
     # The most selective token first: a rule's port picks its flows out of
     # every port's, an address one port's (or one remote's) flows.
     for name in ("dport", "sport"):
@@ -163,7 +165,7 @@ def _anchor(filters: Mapping[str, Any]) -> str | None:
     return None
 
 
-def subsumes(broad: Mapping[str, Any], narrow: Mapping[str, Any]) -> bool:
+def subsumes(broad: _Filters, narrow: _Filters) -> bool:
     """Tell whether every entry matching ``narrow`` also matches ``broad``.
 
     The test is conservative: it answers True only when each filter of
@@ -199,25 +201,35 @@ def direction_zones(entry: Entry) -> tuple[int, int]:
     return orig or 0, reply or 0
 
 
-def _normalise(name: str, value: Any) -> Any:
+def _normalise(name: str, value: FieldValue) -> object:
+    """Return ``value`` in the form two filters compare equal in."""
     if name == "proto":
         return _protonum(value)
     if name in ("status", "labels"):
         return frozenset(_words(value))
-    if name == "mark" and isinstance(value, int):
-        return (value, constants.MAX_MARK)
     if name == "mark":
-        return tuple(value)
+        return _mark_pair(value)
     return value
 
 
-def _words(value: Any) -> tuple[str, ...]:
+def _mark_pair(value: object) -> tuple[int, int]:
+    """Return a mark filter as ``(mark, mask)``; a bare mark has the full mask."""
+    if isinstance(value, int):
+        return (value, constants.MAX_MARK)
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise TypeError(f"not a mark: {value!r}")
+
+
+def _words(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(w for w in value.split(",") if w)
+    if not isinstance(value, Iterable):
+        raise TypeError(f"not a word list: {value!r}")
     return tuple(str(w) for w in value)
 
 
-def _network(value: Any) -> netaddr.IPNetwork:
+def _network(value: object) -> netaddr.IPNetwork:
     return _parse_network(str(value))
 
 
@@ -227,23 +239,24 @@ def _parse_network(text: str) -> netaddr.IPNetwork:
     return netaddr.IPNetwork(text)
 
 
-def _protonum(value: Any) -> int:
+def _protonum(value: object) -> int:
     if isinstance(value, int):
         return value
     return constants.PROTOCOL_NUMBERS[str(value).lower()]
 
 
-def _compile_one(name: str, value: Any, filters: Mapping[str, Any],
+def _compile_one(name: str, value: FieldValue, filters: _Filters,
                  full_status: bool) -> Predicate:
     if name == "status":
         return _status(value, full_status)
     mask_key = {"src": "mask_src", "dst": "mask_dst"}.get(name)
-    if mask_key and filters.get(mask_key) is not None:
-        return _masked(name, value, filters[mask_key])
+    mask = filters.get(mask_key) if mask_key else None
+    if mask is not None:
+        return _masked(name, value, mask)
     return _COMPILERS[name](value)
 
 
-def _masked(side: str, value: Any, mask: Any) -> Predicate:
+def _masked(side: str, value: FieldValue, mask: FieldValue) -> Predicate:
     netmask = int(netaddr.IPAddress(str(mask)))
     wanted = int(_network(value).ip) & netmask
     if side == "src":
@@ -251,8 +264,9 @@ def _masked(side: str, value: Any, mask: Any) -> Predicate:
     return lambda e: (int(e.original.dst) & netmask) == wanted
 
 
-def _address_check(side: Callable[[Entry], netaddr.IPAddress]) -> Callable[[Any], Predicate]:
-    def compile_(value: Any) -> Predicate:
+def _address_check(side: Callable[[Entry], netaddr.IPAddress]
+                   ) -> Callable[[FieldValue], Predicate]:
+    def compile_(value: FieldValue) -> Predicate:
         net = _network(value)
         if net.size == 1:
             single = net.ip
@@ -261,42 +275,42 @@ def _address_check(side: Callable[[Entry], netaddr.IPAddress]) -> Callable[[Any]
     return compile_
 
 
-def _field_check(get: Callable[[Entry], Any]) -> Callable[[Any], Predicate]:
-    def compile_(value: Any) -> Predicate:
+def _field_check(get: Callable[[Entry], object]) -> Callable[[FieldValue], Predicate]:
+    def compile_(value: FieldValue) -> Predicate:
         return lambda entry: get(entry) == value
     return compile_
 
 
-def _tuple_field(direction: str, name: str) -> Callable[[Any], Predicate]:
-    def get(entry: Entry) -> Any:
+def _tuple_field(direction: str, name: str) -> Callable[[FieldValue], Predicate]:
+    def get(entry: Entry) -> object:
         flow: FlowTuple = getattr(entry, direction)
         return getattr(flow, name)
     return _field_check(get)
 
 
-def _proto(value: Any) -> Predicate:
+def _proto(value: FieldValue) -> Predicate:
     number = _protonum(value)
     return lambda entry: entry.protonum == number
 
 
-def _zone(value: Any) -> Predicate:
+def _zone(value: FieldValue) -> Predicate:
     return lambda entry: direction_zones(entry) == (value, value)
 
 
-def _orig_zone(value: Any) -> Predicate:
+def _orig_zone(value: FieldValue) -> Predicate:
     return lambda entry: direction_zones(entry)[0] == value
 
 
-def _reply_zone(value: Any) -> Predicate:
+def _reply_zone(value: FieldValue) -> Predicate:
     return lambda entry: direction_zones(entry)[1] == value
 
 
-def _mark(value: Any) -> Predicate:
-    mark, mask = _normalise("mark", value)
+def _mark(value: FieldValue) -> Predicate:
+    mark, mask = _mark_pair(value)
     return lambda entry: ((entry.mark or 0) & mask) == mark
 
 
-def _status(value: Any, full_status: bool = False) -> Predicate:
+def _status(value: FieldValue, full_status: bool = False) -> Predicate:
     words = _words(value)
     if "UNSET" in words:
         # UNSET asks for no bit at all; every confirmed flow has some.
@@ -328,12 +342,12 @@ def status_bits(entry: Entry) -> set[str]:
     return bits
 
 
-def _labels(value: Any) -> Predicate:
+def _labels(value: FieldValue) -> Predicate:
     wanted = frozenset(_words(value))
     return lambda entry: wanted <= entry.labels
 
 
-def _secmark(value: Any) -> Predicate:
+def _secmark(value: FieldValue) -> Predicate:
     return lambda entry: (entry.secmark or 0) == value
 
 
@@ -355,13 +369,13 @@ def is_dnat(entry: Entry) -> bool:
     return entry.reply.src != entry.original.dst or entry.reply.sport != entry.original.dport
 
 
-def _nat_target(value: Any) -> tuple[netaddr.IPAddress, int | None]:
+def _nat_target(value: FieldValue) -> tuple[netaddr.IPAddress, int | None]:
     if isinstance(value, list | tuple):
         return netaddr.IPAddress(str(value[0])), int(value[1])
     return netaddr.IPAddress(str(value)), None
 
 
-def _snat_to(value: Any) -> Predicate:
+def _snat_to(value: FieldValue) -> Predicate:
     if value is True:
         return is_snat
     address, port = _nat_target(value)
@@ -369,7 +383,7 @@ def _snat_to(value: Any) -> Predicate:
         port is None or e.reply.dport == port)
 
 
-def _dnat_to(value: Any) -> Predicate:
+def _dnat_to(value: FieldValue) -> Predicate:
     if value is True:
         return is_dnat
     address, port = _nat_target(value)
@@ -377,12 +391,12 @@ def _dnat_to(value: Any) -> Predicate:
         port is None or e.reply.sport == port)
 
 
-def _any_nat(value: Any) -> Predicate:
+def _any_nat(value: FieldValue) -> Predicate:
     snat, dnat = _snat_to(value), _dnat_to(value)
     return lambda e: snat(e) or dnat(e)
 
 
-_COMPILERS: dict[str, Callable[[Any], Predicate]] = {
+_COMPILERS: dict[str, Callable[[FieldValue], Predicate]] = {
     "family": _field_check(lambda e: e.family),
     "proto": _proto,
     "src": _address_check(lambda e: e.original.src),

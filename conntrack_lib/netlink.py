@@ -21,11 +21,12 @@ import functools
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import netaddr
 
 from conntrack_lib import constants, exceptions, models
+from conntrack_lib.values import PrimitiveDict
 
 # Netlink and nfnetlink numbers (linux/netlink.h, linux/netfilter/nfnetlink*.h).
 NETLINK_NETFILTER: Final = 12
@@ -113,7 +114,7 @@ class Ack(NamedTuple):
 # Primitive form and validation
 # --------------------------------------------------------------------------
 
-def flow_to_primitive(entry: models.Entry) -> dict[str, Any]:
+def flow_to_primitive(entry: models.Entry) -> PrimitiveDict:
     """Return the primitive form of ``entry``'s original tuple and zone.
 
     A directional zone is honoured the way the kernel looks flows up: the
@@ -124,7 +125,7 @@ def flow_to_primitive(entry: models.Entry) -> dict[str, Any]:
     """
     orig = entry.original
     ports = (orig.srckey, orig.dstkey) if entry.protonum == 47 else (orig.sport, orig.dport)
-    prim: dict[str, Any] = {
+    prim: PrimitiveDict = {
         "family": entry.family,
         "protonum": entry.protonum,
         "src": str(orig.src),
@@ -136,7 +137,7 @@ def flow_to_primitive(entry: models.Entry) -> dict[str, Any]:
         "icmp_id": orig.icmp_id,
         "zone": _lookup_zone(entry),
     }
-    _strip_fields_of_other_kinds(prim)
+    _strip_fields_of_other_kinds(prim, _kind(entry.family, entry.protonum))
     validate_flow(prim)
     return prim
 
@@ -149,11 +150,10 @@ def _lookup_zone(entry: models.Entry) -> int:
     return entry.zone
 
 
-def _strip_fields_of_other_kinds(prim: dict[str, Any]) -> None:
+def _strip_fields_of_other_kinds(prim: PrimitiveDict, kind: str) -> None:
     # The parser may report zero ports for protocols the kernel tracks
     # generically (dccp without its tracker); such flows are looked up by
     # protocol number alone, so keep only the fields of the flow's kind.
-    kind = _kind(prim["family"], prim["protonum"])
     if kind != "ports":
         for key in _PORT_KEYS:
             prim[key] = None
@@ -170,7 +170,7 @@ def _kind(family: str, protonum: int) -> str:
     return "none"
 
 
-def validate_flow(prim: dict[str, Any]) -> Flow:
+def validate_flow(prim: object) -> Flow:
     """Check a flow in primitive form strictly and return it as a :class:`Flow`.
 
     Exact keys, exact types (``bool`` is not an ``int``), ranges, addresses
@@ -205,7 +205,7 @@ def _other_family(family: str) -> str:
     return constants.IPV6 if family == constants.IPV4 else constants.IPV4
 
 
-def _int_field(prim: Mapping[str, Any], key: str, low: int, high: int) -> int:
+def _int_field(prim: Mapping[str, object], key: str, low: int, high: int) -> int:
     value = prim[key]
     if type(value) is not int or not low <= value <= high:
         raise exceptions.InvalidArgumentError(key, value, f"expected an int in {low}..{high}")
@@ -215,7 +215,7 @@ def _int_field(prim: Mapping[str, Any], key: str, low: int, high: int) -> int:
 _L4 = tuple[int | None, int | None, int | None, int | None, int | None]
 
 
-def _layer4_fields(prim: Mapping[str, Any], kind: str) -> _L4:
+def _layer4_fields(prim: Mapping[str, object], kind: str) -> _L4:
     # One branch per kind, no per-call containers: this runs once per flow.
     if kind == "ports":
         _require_none(prim, _ICMP_KEYS)
@@ -230,14 +230,14 @@ def _layer4_fields(prim: Mapping[str, Any], kind: str) -> _L4:
     return (None, None, None, None, None)
 
 
-def _require_none(prim: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+def _require_none(prim: Mapping[str, object], keys: tuple[str, ...]) -> None:
     for key in keys:
         if prim[key] is not None:
             raise exceptions.InvalidArgumentError(
                 key, prim[key], f"must be None for protocol {prim['protonum']}")
 
 
-def _packed_address(prim: Mapping[str, Any], key: str, af: int) -> bytes:
+def _packed_address(prim: Mapping[str, object], key: str, af: int) -> bytes:
     text = prim[key]
     if type(text) is not str or not 0 < len(text) <= _MAX_ADDRESS_TEXT:
         raise exceptions.InvalidArgumentError(key, text, "expected an IP address string")

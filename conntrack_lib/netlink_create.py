@@ -28,9 +28,10 @@ import os
 import socket
 import struct
 from collections.abc import Mapping
-from typing import Any, Final, cast
+from typing import Final, TypedDict, cast
 
 from conntrack_lib import commands, constants, exceptions, netlink
+from conntrack_lib.values import PrimitiveDict
 
 IPCTNL_MSG_CT_NEW: Final = 0
 MSG_CT_NEW: Final = (netlink.NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
@@ -104,20 +105,54 @@ def _require_encodable(command: object) -> commands.CreateCommand:
     return cast(commands.CreateCommand, command)  # _encodable_fields checked the type
 
 
-def _encodable_fields(command: object) -> dict[str, Any]:
+class _CreateFields(TypedDict, total=False):
+    """The fields of an encodable create, typed as CreateCommand's normalisers made them."""
+
+    family: str
+    proto: str | int
+    src: str
+    dst: str
+    reply_src: str
+    reply_dst: str
+    sport: int
+    dport: int
+    reply_sport: int
+    reply_dport: int
+    srckey: int
+    dstkey: int
+    reply_srckey: int
+    reply_dstkey: int
+    icmp_type: int
+    icmp_code: int
+    icmp_id: int
+    orig_vtag: int
+    reply_vtag: int
+    state: str
+    role: str
+    timeout: int
+    status: tuple[str, ...]
+    mark: int
+    zone: int
+    orig_zone: int
+    reply_zone: int
+
+
+def _encodable_fields(command: object) -> _CreateFields:
     """Return the fields of ``command`` if it is a create command this module encodes."""
     if not isinstance(command, commands.CreateCommand):
         raise exceptions.InvalidArgumentError(
             "command", type(command).__name__, "expected a CreateCommand")
     fields = command.fields
     if UNENCODABLE.isdisjoint(fields):
-        return fields
+        # The create's normalisers gave each field the type _CreateFields
+        # names (a -I mark takes no mask); checking again would cost every flow.
+        return cast(_CreateFields, fields)
     first = min(UNENCODABLE.intersection(fields))
     raise exceptions.InvalidArgumentError(
         first, fields[first], "netlink create does not encode NAT or labels")
 
 
-def to_primitive(command: commands.CreateCommand) -> dict[str, Any]:
+def to_primitive(command: commands.CreateCommand) -> PrimitiveDict:
     """Return the primitive form of ``command`` (its validated fields).
 
     :raises InvalidArgumentError: not a create command, or one with NAT or labels.
@@ -125,7 +160,7 @@ def to_primitive(command: commands.CreateCommand) -> dict[str, Any]:
     return _require_encodable(command).to_primitive()
 
 
-def from_primitive(prim: Mapping[str, Any]) -> commands.CreateCommand:
+def from_primitive(prim: object) -> commands.CreateCommand:
     """Rebuild and re-validate a create command from its primitive form.
 
     :raises InvalidArgumentError: anything invalid, another kind, NAT or labels.
@@ -133,7 +168,7 @@ def from_primitive(prim: Mapping[str, Any]) -> commands.CreateCommand:
     return _require_encodable(rebuild(prim))
 
 
-def rebuild(prim: Mapping[str, Any]) -> commands.CreateCommand:
+def rebuild(prim: object) -> commands.CreateCommand:
     """Rebuild and re-validate a create command, NAT and labels included.
 
     :raises InvalidArgumentError: anything invalid, or another kind of command.
@@ -159,13 +194,12 @@ def encode_body(command: commands.CreateCommand) -> bytes:
     protonum = constants.PROTOCOL_NUMBERS[proto] if isinstance(proto, str) else proto
     af = _family_number(fields)
     original, reply, l4_orig, l4_reply = _directions(fields, af)
-    get = fields.get
     parts = [
         _NFGEN_BY_AF[af],
         _tuple(netlink.CTA_TUPLE_ORIG, af, protonum, original, l4_orig,
-               zone=get("orig_zone")),
+               zone=fields.get("orig_zone")),
         _tuple(CTA_TUPLE_REPLY, af, protonum, reply, l4_reply,
-               zone=get("reply_zone")),
+               zone=fields.get("reply_zone")),
     ]
     if "status" in fields:
         parts.append(_status_attr(fields["status"]))
@@ -173,8 +207,8 @@ def encode_body(command: commands.CreateCommand) -> bytes:
     if "mark" in fields:
         parts.append(_U32_ATTR.pack(8, CTA_MARK, socket.htonl(fields["mark"])))
     if proto in _STATE_ATTRS:
-        parts.append(_protoinfo(proto, fields["state"], get("role"), get("orig_vtag"),
-                                get("reply_vtag")))
+        parts.append(_protoinfo(proto, fields["state"], fields.get("role"),
+                                fields.get("orig_vtag"), fields.get("reply_vtag")))
     if "zone" in fields:
         parts.append(_U16_ATTR.pack(6, netlink.CTA_ZONE, socket.htons(fields["zone"])))
     return b"".join(parts)
@@ -185,7 +219,7 @@ def encode_message(command: commands.CreateCommand, seq: int) -> bytes:
     return netlink.encode_message(encode_body(command), seq, MSG_CT_NEW, CREATE_FLAGS)
 
 
-def _family_number(fields: Mapping[str, Any]) -> int:
+def _family_number(fields: _CreateFields) -> int:
     family = fields.get("family")
     if family is None:
         address = fields.get("src", fields.get("reply_src"))
@@ -196,20 +230,20 @@ def _family_number(fields: Mapping[str, Any]) -> int:
 _Pair = tuple[bytes, bytes]
 
 
-def _directions(fields: Mapping[str, Any],
+def _directions(fields: _CreateFields,
                 af: int) -> tuple[_Pair, _Pair, tuple[int, ...], tuple[int, ...]]:
     """Return both directions' packed addresses and layer-4 fields.
 
     A missing direction mirrors the other, as the CLI completes it.
     """
     proto = fields["proto"]
-    if proto in constants.ICMP_PROTOCOLS:
+    if isinstance(proto, str) and proto in constants.ICMP_PROTOCOLS:
         kind = fields["icmp_type"]
         answer = constants.ICMP_REPLY_TYPES[proto].get(kind, NO_REPLY_TYPE)
         code, ident = fields["icmp_code"], fields.get("icmp_id", 0)
         l4_orig: tuple[int, ...] = (kind, code, ident)
         l4_reply: tuple[int, ...] = (answer, code, ident)
-    elif proto in _PORTED:
+    elif isinstance(proto, str) and proto in _PORTED:
         first, second = _PORTED[proto]
         l4_orig = _pair(fields, first, second)
         l4_reply = _pair(fields, "reply_" + first, "reply_" + second)
@@ -227,18 +261,19 @@ def _directions(fields: Mapping[str, Any],
     return original, reply, l4_orig, l4_reply
 
 
-def _pair(fields: Mapping[str, Any], first: str, second: str) -> tuple[int, ...]:
-    return (fields[first], fields[second]) if first in fields else ()
+def _pair(fields: Mapping[str, object], first: str, second: str) -> tuple[int, ...]:
+    one, other = fields.get(first), fields.get(second)
+    return (one, other) if isinstance(one, int) and isinstance(other, int) else ()
 
 
-def _addresses(fields: Mapping[str, Any], prefix: str, af: int) -> _Pair | None:
-    src = fields.get(prefix + "src")
-    if src is None:
+def _addresses(fields: Mapping[str, object], prefix: str, af: int) -> _Pair | None:
+    src, dst = fields.get(prefix + "src"), fields.get(prefix + "dst")
+    if not isinstance(src, str) or not isinstance(dst, str):
         return None
     # CreateCommand validated and canonicalised both addresses (netaddr), so
     # one C-level conversion suffices; netlink.pack_address would parse each
     # unique address twice more, which dominates a batch of distinct flows.
-    return socket.inet_pton(af, src), socket.inet_pton(af, fields[prefix + "dst"])
+    return socket.inet_pton(af, src), socket.inet_pton(af, dst)
 
 
 # One struct per attribute layout, so a tuple costs a few pack calls rather

@@ -25,7 +25,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Literal, Protocol, overload
 
 from conntrack_lib import constants
 from conntrack_lib import exceptions as exc
@@ -219,8 +219,19 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
+@overload
 def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
-           binary: bool = False) -> subprocess.Popen[Any] | ProcessOutput:
+           binary: Literal[False] = False) -> subprocess.Popen[str] | ProcessOutput: ...
+
+
+@overload
+def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
+           binary: Literal[True]) -> subprocess.Popen[bytes] | ProcessOutput: ...
+
+
+def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
+           binary: bool = False
+           ) -> subprocess.Popen[str] | subprocess.Popen[bytes] | ProcessOutput:
     """Start ``argv``: the one place a child process of this library begins.
 
     No shell, no inherited descriptors, a fixed minimal environment, text
@@ -239,8 +250,6 @@ def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = 
         itself) instead of UTF-8 text pipes.
     :returns: the running child, or the outcome of a failed exec.
     """
-    text: dict[str, Any] = {} if binary else {"encoding": "utf-8",
-                                              "errors": "surrogateescape"}
     if die_with_parent:
         _libc()  # loaded now, in the parent
     try:
@@ -253,7 +262,8 @@ def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = 
             env=_CHILD_ENV,
             bufsize=0 if binary else -1,
             preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
-            **text,
+            encoding=None if binary else "utf-8",
+            errors=None if binary else "surrogateescape",
         )
     except FileNotFoundError as err:
         return ProcessOutput(EXIT_NOT_FOUND, "", f"{argv[0]}: {err.strerror}")

@@ -8,7 +8,6 @@ calls :func:`list_opts` through the ``oslo.config.opts`` entry point.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from oslo_config import cfg
 from oslo_privsep import priv_context
@@ -105,7 +104,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(priv_context.OPTS, group=PRIVSEP_SECTION)
 
 
-def list_opts() -> list[tuple[str, list[Any]]]:
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Return ``(group, options)`` pairs for oslo-config-generator."""
     return [
         (GROUP, copy.deepcopy(OPTS)),

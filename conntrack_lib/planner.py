@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import netaddr
 
 from conntrack_lib import capabilities, commands, matching
 from conntrack_lib import exceptions as exc
+from conntrack_lib.values import FieldMap, Fields, FieldValue, FilterValue
 
 #: Keywords whose ``conntrack`` filter means what :mod:`~conntrack_lib.matching` says on
 #: every supported release.  Left out: ``orig_zone``/``reply_zone`` (1.4.7
@@ -63,12 +63,12 @@ class Request:
         None for a request the planner made itself (a whole zone).
     """
 
-    items: tuple[tuple[str, Any], ...]
+    items: tuple[tuple[str, FieldValue], ...]
     command: commands.Command | None = dataclasses.field(default=None, compare=False,
                                                          repr=False)
 
     @classmethod
-    def build(cls, filters: Mapping[str, Any], kind: str = "delete") -> Request:
+    def build(cls, filters: Mapping[str, FilterValue], kind: str = "delete") -> Request:
         """Validate ``filters`` as a ``kind`` command would and freeze them.
 
         :param filters: filter keywords; None values are left out.
@@ -86,9 +86,15 @@ class Request:
         return cls(tuple(command.fields.items()), command)
 
     @property
-    def filters(self) -> dict[str, Any]:
+    def filters(self) -> Fields:
         """Return the filters as a dict."""
         return dict(self.items)
+
+    @property
+    def zone(self) -> int | None:
+        """Return the zone this request filters on, or None for every zone."""
+        zone = self.filters.get("zone")
+        return zone if isinstance(zone, int) else None
 
     @property
     def keys(self) -> frozenset[str]:
@@ -138,7 +144,7 @@ class Request:
         return not _one_family_only(fields, caps)
 
     def cli_filters(self, caps: capabilities.Capabilities = capabilities.LATEST
-                    ) -> dict[str, Any]:
+                    ) -> Fields:
         """Return the filters as the release's conntrack must be given them.
 
         Equal to :attr:`filters` except on 1.4.5, whose ``-s ADDR/LEN``
@@ -154,7 +160,7 @@ class Request:
         return not kernel
 
     def split(self, caps: capabilities.Capabilities = capabilities.LATEST
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+              ) -> tuple[Fields, Fields]:
         """Return ``(for conntrack, for Python)`` halves of the filters.
 
         conntrack gets the hidden status words and every keyword it gets
@@ -255,11 +261,11 @@ _L4_KEYS = frozenset({"sport", "dport", "reply_sport", "reply_dport", "icmp_type
                       "icmp_id", "srckey", "dstkey", "reply_srckey", "reply_dstkey", "state"})
 
 
-def _is_prefix(value: Any) -> bool:
+def _is_prefix(value: FieldValue | None) -> bool:
     return isinstance(value, str) and "/" in value
 
 
-def _for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> dict[str, Any]:
+def _for_release(fields: FieldMap, caps: capabilities.Capabilities) -> Fields:
     """Return ``fields`` in the form the release's conntrack filters right.
 
     Only narrows what conntrack is asked to filter, never what matches: a
@@ -272,8 +278,8 @@ def _for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> 
     return out
 
 
-def prefixes_for_release(fields: Mapping[str, Any], caps: capabilities.Capabilities
-                         ) -> dict[str, Any]:
+def prefixes_for_release(fields: FieldMap, caps: capabilities.Capabilities
+                         ) -> Fields:
     """Return ``fields`` with src and dst prefixes as the release's conntrack takes them.
 
     1.4.5's ``-s NET/LEN`` (with ``-L``, ``-D`` and ``-E`` alike) matches
@@ -291,23 +297,23 @@ def prefixes_for_release(fields: Mapping[str, Any], caps: capabilities.Capabilit
     return out
 
 
-def _pinned(fields: Mapping[str, Any]) -> bool:
+def _pinned(fields: FieldMap) -> bool:
     """Tell whether an address pins the family of a command (on every release)."""
     return any(k in fields for k in _ADDRESS_KEYS)
 
 
-def _family_honoured(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> bool:
+def _family_honoured(fields: FieldMap, caps: capabilities.Capabilities) -> bool:
     """Tell whether the release keeps a ``-L``/``-D`` with ``fields`` to ``-f``'s family."""
     return caps.family_filter or "mark" in fields
 
 
-def _one_family_only(fields: Mapping[str, Any], caps: capabilities.Capabilities) -> bool:
+def _one_family_only(fields: FieldMap, caps: capabilities.Capabilities) -> bool:
     """Tell whether a family-less ``-L``/``-D`` with ``fields`` covers IPv4 only."""
     return caps.default_family is not None or (caps.mark_ipv4_only and "mark" in fields)
 
 
-def listings(fields: Mapping[str, Any], caps: capabilities.Capabilities = capabilities.LATEST
-             ) -> list[dict[str, Any]]:
+def listings(fields: FieldMap, caps: capabilities.Capabilities = capabilities.LATEST
+             ) -> list[Fields]:
     """Return the filters of the ``-L`` (or ``-D``) commands that together cover ``fields``.
 
     One command, except where the release covers IPv4 only without a
@@ -324,7 +330,7 @@ def listings(fields: Mapping[str, Any], caps: capabilities.Capabilities = capabi
     return [{**fields, "family": family} for family in FAMILIES if _fits(fields, family)]
 
 
-def _fits(fields: Mapping[str, Any], family: str) -> bool:
+def _fits(fields: FieldMap, family: str) -> bool:
     """Tell whether ``fields`` can select flows of ``family`` (icmp, a NAT address)."""
     try:
         commands._check_family({**fields, "family": family})
@@ -334,7 +340,7 @@ def _fits(fields: Mapping[str, Any], family: str) -> bool:
 
 
 def common_cli_filters(requests: Iterable[Request], zones: Iterable[int] = (),
-                       caps: capabilities.Capabilities = capabilities.LATEST) -> dict[str, Any]:
+                       caps: capabilities.Capabilities = capabilities.LATEST) -> Fields:
     """Return the filters every request (and whole zone) shares that ``-L`` gets right.
 
     Passed to the dump, they make conntrack print only the flows that can
@@ -473,7 +479,7 @@ def plan_deletes(
     received = list(requests)
     unique = list(dict.fromkeys(received))
     kept = _drop_subsumed(_join_families(unique))
-    zone_wide = tuple(sorted(r.filters["zone"] for r in kept if r.zone_wide))
+    zone_wide = tuple(sorted(r.zone or 0 for r in kept if r.zone_wide))
     rest = [r for r in kept if not r.zone_wide]
     cli = {r: r.cli_ok_for(caps) for r in rest}
     both = [r for r in rest if cli[r] and r.dump_ok]
@@ -510,7 +516,7 @@ def _join_families(requests: list[Request]) -> list[Request]:
     families: dict[int, set[str]] = {}
     for r in requests:
         if r.keys == {"zone", "family"}:
-            families.setdefault(r.filters["zone"], set()).add(r.filters["family"])
+            families.setdefault(r.zone or 0, set()).add(str(r.filters["family"]))
     whole = {z for z, fams in families.items() if len(fams) == 2}
     if not whole:
         return requests
@@ -527,12 +533,12 @@ def _drop_subsumed(requests: list[Request]) -> list[Request]:
     one without a zone, so candidates are looked up by zone.  Of two
     requests that cover each other, the first stays.
     """
-    by_zone: dict[Any, list[int]] = {}
+    by_zone: dict[int | None, list[int]] = {}
     for i, request in enumerate(requests):
-        by_zone.setdefault(request.filters.get("zone"), []).append(i)
+        by_zone.setdefault(request.zone, []).append(i)
     kept = []
     for i, narrow in enumerate(requests):
-        zone = narrow.filters.get("zone")
+        zone = narrow.zone
         candidates = by_zone.get(zone, []) + (by_zone.get(None, []) if zone is not None else [])
         covered = any(j != i and _covers(requests[j], narrow)
                       and not (j > i and _covers(narrow, requests[j]))

@@ -19,18 +19,18 @@ import itertools
 import signal
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from oslo_log import log as logging
 
-from conntrack_lib import constants, netns
+from conntrack_lib import commands, constants, netns
 from conntrack_lib import exceptions as exc
 from conntrack_lib.parser.summary import summary_count
 
 LOG = logging.getLogger(__name__)
 
-#: Kinds that are safe to run again after a transient failure.
-RETRYABLE_KINDS = frozenset({"list", "get", "count", "stats", "delete", "flush"})
+#: Kinds that are safe to run again after a transient failure (their
+#: classes say so in ``retryable``).
+RETRYABLE_KINDS = frozenset(c.kind for c in commands.COMMAND_CLASSES if c.retryable)
 #: stderr texts of transient kernel errors (EINTR, EBUSY, ENOBUFS).
 TRANSIENT_MESSAGES = (
     "Interrupted system call",
@@ -70,7 +70,7 @@ class Result:
 
 
 def interpret(
-    cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, command: Any
+    cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, command: commands.Command
 ) -> Result:
     """Turn a finished command into a :class:`Result` or raise its typed error.
 
@@ -87,7 +87,7 @@ def interpret(
     argv = tuple(cmd)
     exit_code, stderr = signal_exit(exit_code, stderr)
     if exit_code == constants.EXIT_OK:
-        return Result(exit_code, stdout, stderr, _success_count(command, stdout, stderr), argv)
+        return Result(exit_code, stdout, stderr, command.reported_count(stdout, stderr), argv)
     error = _error_class(exit_code, stderr, command)
     if error is None:
         return Result(exit_code, stdout, stderr, 0, argv)
@@ -115,7 +115,8 @@ def signal_exit(exit_code: int, stderr: str) -> tuple[int, str]:
     return 128 + number, f"{stderr}{sep}{note}"
 
 
-def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandError] | None:
+def _error_class(exit_code: int, stderr: str, command: commands.Command
+                 ) -> type[exc.CommandError] | None:
     """Return the exception class for a failed command, ``None`` for a zero count."""
     if exit_code in (netns.EXIT_NOT_FOUND, netns.EXIT_CANNOT_EXECUTE, EXIT_SEGFAULT):
         return exc.ConntrackUnavailableError
@@ -129,7 +130,7 @@ def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandE
     ):
         if _mentions(stderr, needles):
             return error
-    if command.kind == "get":
+    if command.lookup:
         missing = NOT_FOUND_MESSAGE in stderr or summary_count(stderr, "shown") == 0
         return exc.EntryNotFoundError if missing else exc.CommandError
     word = command.affected_word
@@ -137,21 +138,6 @@ def _error_class(exit_code: int, stderr: str, command: Any) -> type[exc.CommandE
     if exit_code == constants.EXIT_FAILURE and zero:
         return None
     return exc.CommandError
-
-
-def _success_count(command: Any, stdout: str, stderr: str) -> int | None:
-    kind = command.kind
-    if kind == "count":
-        text = stdout.strip()
-        return int(text) if text.isdigit() else None
-    if kind == "create":
-        summary = summary_count(stderr, "created")
-        added = summary_count(stderr, "added")
-        return summary if summary is not None else added if added is not None else 1
-    if kind == "events":
-        return summary_count(stderr, "shown", noun="flow events")
-    word = command.affected_word
-    return None if word is None else summary_count(stderr, word)
 
 
 def _mentions(text: str, needles: Sequence[str]) -> bool:
@@ -163,7 +149,8 @@ def is_transient(error: exc.CommandError) -> bool:
     return type(error) is exc.CommandError and _mentions(error.stderr, TRANSIENT_MESSAGES)
 
 
-def run_with_retries(command: Any, retries: int, attempt: Callable[[], Result]) -> Result:
+def run_with_retries(command: commands.Command, retries: int,
+                     attempt: Callable[[], Result]) -> Result:
     """Call ``attempt`` and retry transient failures of retryable kinds.
 
     Each retry is logged at WARNING.  See the module docstring for the rule.
@@ -172,7 +159,7 @@ def run_with_retries(command: Any, retries: int, attempt: Callable[[], Result]) 
         try:
             return attempt()
         except exc.CommandError as err:
-            if tries >= retries or command.kind not in RETRYABLE_KINDS or not is_transient(err):
+            if tries >= retries or not command.retryable or not is_transient(err):
                 raise
             LOG.warning("conntrack %s failed transiently (%s); retry %d of %d",
                         command.kind, err.stderr.strip(), tries + 1, retries)
@@ -186,7 +173,7 @@ def _backoff(tries: int) -> None:
 
 
 def finish(
-    cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, *, command: Any,
+    cmd: Sequence[str], exit_code: int, stdout: str, stderr: str, *, command: commands.Command,
     started: float,
 ) -> Result:
     """Log a finished command at DEBUG, then :func:`interpret` it."""

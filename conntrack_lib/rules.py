@@ -15,13 +15,13 @@ Pure: validates Neutron's values once and expands them into
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from conntrack_lib import constants
 from conntrack_lib import validators as val
 from conntrack_lib.exceptions import InvalidArgumentError
 from conntrack_lib.planner import Request
+from conntrack_lib.values import FilterValue
 
 #: A port range wider than this is deleted without a port filter (a
 #: superset: the flows still allowed re-establish) rather than one request
@@ -92,7 +92,7 @@ class SecurityGroupRule:
                                        f"is not a range end for port_range_min={low}")
 
     @classmethod
-    def from_neutron(cls, rule: Mapping[str, Any]) -> SecurityGroupRule:
+    def from_neutron(cls, rule: Mapping[str, object]) -> SecurityGroupRule:
         """Build a rule from a Neutron security-group rule dict.
 
         :param rule: a mapping with ``direction``, ``ethertype`` and
@@ -104,9 +104,11 @@ class SecurityGroupRule:
         for key in ("direction", "ethertype"):
             if key not in rule:
                 raise InvalidArgumentError(key, None, "missing from the rule")
-        return cls(rule["direction"], rule["ethertype"], rule.get("protocol"),
-                   rule.get("port_range_min"), rule.get("port_range_max"),
-                   rule.get("remote_ip_prefix"))
+        # The values are Neutron's, unchecked: __post_init__ checks each one.
+        build: Callable[..., SecurityGroupRule] = cls
+        return build(rule["direction"], rule["ethertype"], rule.get("protocol"),
+                     rule.get("port_range_min"), rule.get("port_range_max"),
+                     rule.get("remote_ip_prefix"))
 
     @property
     def family(self) -> str:
@@ -123,7 +125,7 @@ class SecurityGroupRule:
         :raises InvalidArgumentError: for a bad zone or address.
         """
         local_key, remote_key = ("dst", "src") if self.direction == "ingress" else ("src", "dst")
-        base: dict[str, Any] = {"family": self.family, "zone": zone}
+        base: dict[str, FilterValue] = {"family": self.family, "zone": zone}
         if self.protocol is not None:
             base["proto"] = self.protocol
         if self.remote_ip_prefix:
@@ -138,7 +140,7 @@ class SecurityGroupRule:
                 requests.append(Request.build({**base, local_key: address, **extra}))
         return requests
 
-    def _l4_filters(self) -> list[dict[str, Any]]:
+    def _l4_filters(self) -> list[dict[str, FilterValue]]:
         low, high = self.port_range_min, self.port_range_max
         if self.protocol in constants.ICMP_PROTOCOLS:
             return [{"icmp_type": low, "icmp_code": high}]
@@ -150,7 +152,7 @@ class SecurityGroupRule:
         return [{"dport": port} for port in range(low, high + 1)]
 
 
-def _protocol(value: Any, family: str) -> str | int | None:
+def _protocol(value: object, family: str) -> str | int | None:
     if isinstance(value, bool):
         raise InvalidArgumentError("protocol", value, "not a protocol")
     if value in _ANY or (isinstance(value, str)
@@ -213,7 +215,7 @@ def _family_of(address: str) -> str:
     return constants.IPV4 if version == 4 else constants.IPV6
 
 
-def neutron_rule(rule: SecurityGroupRule | Mapping[str, Any]) -> SecurityGroupRule:
+def neutron_rule(rule: SecurityGroupRule | Mapping[str, object]) -> SecurityGroupRule:
     """Return ``rule`` as a :class:`SecurityGroupRule`.
 
     :param rule: a rule, or a Neutron rule dict.
@@ -227,7 +229,7 @@ def neutron_rule(rule: SecurityGroupRule | Mapping[str, Any]) -> SecurityGroupRu
     raise InvalidArgumentError("rule", rule, "expected a SecurityGroupRule or a rule dict")
 
 
-def rule_requests(rule: SecurityGroupRule | Mapping[str, Any],
+def rule_requests(rule: SecurityGroupRule | Mapping[str, object],
                   ports: Iterable[tuple[int | None, Iterable[str]]]) -> list[Request]:
     """Return the deletion requests of a removed rule over the ports it applied to.
 

@@ -15,7 +15,6 @@ import math
 import re
 import socket
 from collections.abc import Collection, Sequence
-from typing import Any
 
 import netaddr
 
@@ -131,7 +130,7 @@ def word(field: str, value: object, allowed: Collection[str], *, upper: bool = T
     return canonical
 
 
-def _listed(field: str, value: object, reason: str) -> Sequence[Any]:
+def _listed(field: str, value: object, reason: str) -> Sequence[object]:
     """Return the items of a comma-separated string or a list/tuple."""
     if isinstance(value, str):
         return value.split(",")

@@ -95,6 +95,9 @@ nitpick_ignore = [
     # netaddr: no Debian documentation package carries its inventory, and its
     # documented name is netaddr.IPAddress, not the defining module's.
     ("py:class", "netaddr.ip.IPAddress"),
+    ("py:class", "netaddr.ip.IPNetwork"),
+    # The TypeVar of Command.from_fields (the class it is called on): private.
+    ("py:class", "conntrack_lib.commands._C"),
     # fixtures publishes no Sphinx inventory.
     ("py:class", "fixtures.fixture.Fixture"),
     # cliff's inventory documents its commands and App, not cliff.columns or

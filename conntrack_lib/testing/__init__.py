@@ -16,7 +16,7 @@ does for every session) stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from conntrack_lib.testing.fake import FakeClock, FakeConntrack
@@ -32,7 +32,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """Import a public name from its module the first time it is used."""
     try:
         home = _HOMES[name]

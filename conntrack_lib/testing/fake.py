@@ -21,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from conntrack_lib import capabilities, constants, executor, netlink_create
+from conntrack_lib import capabilities, commands, constants, executor, netlink_create
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns as netns_names
 from conntrack_lib.models import Entry, FlowTuple
@@ -44,6 +44,10 @@ from conntrack_lib.testing.fake_table import (
     unchanged,
     update_values,
 )
+from conntrack_lib.values import FieldMap
+
+if TYPE_CHECKING:
+    from conntrack_lib.executing import Executor
 
 #: Every message conntrack itself prints starts with this.
 PREFIX = "conntrack v1.4.7 (conntrack-tools): "
@@ -119,19 +123,35 @@ class Kernel:
 
     # -- single commands ------------------------------------------------------
 
-    def run(self, command: Any, namespace: str | None) -> Output:
+    def run(self, command: commands.Command, namespace: str | None) -> Output:
         """Run one command against the namespace's table."""
         table = self.table(namespace)
         out = Output()
-        handler = getattr(self, "_run_" + command.kind, None)
-        if handler is None:
-            raise NotImplementedError(f"FakeConntrack cannot run {command.kind!r} commands")
-        handler(table, command, out)
+        # The fake's behaviour per class: what conntrack 1.4.7 does with it.
+        match command:
+            case commands.ListCommand():
+                self._run_list(table, command, out)
+            case commands.GetCommand():
+                self._run_get(table, command, out)
+            case commands.CountCommand():
+                out.line(str(len(table.flows)))
+            case commands.StatsCommand():
+                self._run_stats(table, out)
+            case commands.EventsCommand():
+                self._run_events(table, command, out)
+            case commands.BatchCommand():
+                self._run_batch(table, command, out)
+            case _:
+                try:
+                    self._change(table, command, out, alone=True)
+                except KernelError as error:
+                    out.fail(error)
         return out
 
-    def _run_list(self, table: Table, command: Any, out: Output) -> None:
+    def _run_list(self, table: Table, command: commands.ListCommand, out: Output) -> None:
         fields = command.fields
-        output = tuple(fields.pop("output", ()))
+        fields.pop("output", None)
+        output = command.output
         if "xml" in output:
             raise NotImplementedError("FakeConntrack renders text output only")
         now = self.clock()
@@ -141,16 +161,17 @@ class Kernel:
             out.line(render(flow, now, output=output))
         out.summary(len(shown), "shown", zero_fails=False)
 
-    def _run_get(self, table: Table, command: Any, out: Output) -> None:
+    def _run_get(self, table: Table, command: commands.GetCommand, out: Output) -> None:
         fields = command.fields
-        output = tuple(fields.pop("output", ()))
+        fields.pop("output", None)
+        output = command.output
         now = self.clock()
         try:
             flow, wanted = self._lookup(table, fields)
         except KernelError as error:
             out.fail(error)
             return
-        checks = {k: fields[k] for k in ("state", "labels", "id") if k in fields}
+        checks: FieldMap = {k: fields[k] for k in ("state", "labels", "id") if k in fields}
         # The lookup finds either direction, but conntrack then compares the
         # original tuple in user space: a reply-tuple hit shows nothing.
         if flow.original != wanted or not compile_filters(checks, kind="list")(flow):
@@ -159,7 +180,7 @@ class Kernel:
         out.line(render(flow, now, output=output))
         out.summary(1, "shown", zero_fails=True)
 
-    def _lookup(self, table: Table, fields: Mapping[str, Any]) -> tuple[Flow, FlowTuple]:
+    def _lookup(self, table: Table, fields: FieldMap) -> tuple[Flow, FlowTuple]:
         protonum = protocol_number(fields["proto"])
         proto = constants.PROTOCOL_NAMES.get(protonum, "unknown")
         wanted = direction_tuple(fields, "", proto)
@@ -173,41 +194,43 @@ class Kernel:
             raise KernelError("such conntrack doesn't exist")
         return found[0], wanted
 
-    def _run_create(self, table: Table, command: Any, out: Output) -> None:
-        try:
-            self.create(table, command.fields)
-        except KernelError as error:
-            out.fail(error)
-            return
-        out.summary(1, "created", zero_fails=False)
+    def _change(self, table: Table, command: commands.Command, out: Output, *,
+                alone: bool) -> None:
+        """Run a command that changes the table, alone or as a ``-R`` line.
 
-    def _run_delete(self, table: Table, command: Any, out: Output) -> None:
-        deleted = self.delete(table, command.fields, out)
-        out.summary(deleted, "deleted", zero_fails=True)
+        Alone, it prints its summary; a load-file line prints none.
 
-    def _run_update(self, table: Table, command: Any, out: Output) -> None:
-        try:
-            updated = self.update(table, command.match, command.changes, out)
-        except KernelError as error:
-            out.fail(error)
-            return
-        out.summary(updated, "updated", zero_fails=True)
+        :raises KernelError: the kernel refused it (a create or an update).
+        """
+        match command:
+            case commands.CreateCommand():
+                self.create(table, command.fields)
+                if alone:
+                    out.summary(1, "created", zero_fails=False)
+            case commands.DeleteCommand():
+                deleted = self.delete(table, command.fields, out)
+                if alone:
+                    out.summary(deleted, "deleted", zero_fails=True)
+            case commands.UpdateCommand():
+                updated = self.update(table, command.match, command.changes, out)
+                if alone:
+                    out.summary(updated, "updated", zero_fails=True)
+            case commands.FlushCommand():
+                # 1.4.7 on Linux 6.x: "-F -f FAMILY" empties both families too.
+                self.flush(table)
+                out.message("connection tracking table has been emptied.")
+            case _ if alone:
+                raise NotImplementedError(f"FakeConntrack cannot run {command.kind!r} commands")
+            case _:
+                raise NotImplementedError(f"{command.kind!r} is not a load-file command")
 
-    def _run_flush(self, table: Table, command: Any, out: Output) -> None:
-        # 1.4.7 on Linux 6.x: "-F -f FAMILY" empties both families too.
-        self.flush(table)
-        out.message("connection tracking table has been emptied.")
-
-    def _run_count(self, table: Table, command: Any, out: Output) -> None:
-        out.line(str(len(table.flows)))
-
-    def _run_stats(self, table: Table, command: Any, out: Output) -> None:
+    def _run_stats(self, table: Table, out: Output) -> None:
         counters = {"found": 0, "invalid": 0, "insert": table.inserted, "insert_failed": 0,
                     "drop": 0, "early_drop": 0, "error": 0, "search_restart": 0,
                     "clash_resolve": 0, "chaintoolong": 0}
         out.line(f"cpu={0:<4}\t" + "".join(f"{k}={v} " for k, v in counters.items()))
 
-    def _run_events(self, table: Table, command: Any, out: Output) -> None:
+    def _run_events(self, table: Table, command: commands.EventsCommand, out: Output) -> None:
         # The fake cannot wait for traffic: -E reports what user space did
         # (and what expired) since the previous -E of the namespace.
         fields = command.fields
@@ -223,32 +246,19 @@ class Kernel:
             out.line(line)
         out.message(f"{len(shown)} flow events have been shown.")
 
-    def _run_batch(self, table: Table, command: Any, out: Output) -> None:
+    def _run_batch(self, table: Table, command: commands.BatchCommand, out: Output) -> None:
         # Everything was validated (parsed) before; lines run in order and
         # the first kernel error stops the rest.  No summary is printed.
         for sub in command:
             try:
-                self._batch_line(table, sub, out)
+                self._change(table, sub, out, alone=False)
             except KernelError as error:
                 out.fail(error)
                 return
 
-    def _batch_line(self, table: Table, command: Any, out: Output) -> None:
-        if command.kind == "create":
-            self.create(table, command.fields)
-        elif command.kind == "delete":
-            self.delete(table, command.fields, out)
-        elif command.kind == "update":
-            self.update(table, command.match, command.changes, out)
-        elif command.kind == "flush":
-            self.flush(table)
-            out.message("connection tracking table has been emptied.")
-        else:
-            raise NotImplementedError(f"{command.kind!r} is not a load-file command")
-
     # -- table operations -----------------------------------------------------
 
-    def create(self, table: Table, fields: Mapping[str, Any]) -> Flow:
+    def create(self, table: Table, fields: FieldMap) -> Flow:
         """Insert the flow ``fields`` describe.
 
         :raises KernelError: it exists (either tuple, same zone) or is invalid.
@@ -272,7 +282,7 @@ class Kernel:
         self.event(table, "NEW", flow)
         table.expire(self.clock())
 
-    def delete(self, table: Table, fields: Mapping[str, Any], out: Output) -> int:
+    def delete(self, table: Table, fields: FieldMap, out: Output) -> int:
         """Delete the matching flows, printing each; return how many."""
         now = self.clock()
         match = compile_filters(fields, kind="delete", now=now)
@@ -283,7 +293,7 @@ class Kernel:
             self.event(table, "DESTROY", flow)
         return len(victims)
 
-    def update(self, table: Table, match: Mapping[str, Any], changes: Mapping[str, Any],
+    def update(self, table: Table, match: FieldMap, changes: FieldMap,
                out: Output) -> int:
         """Apply ``changes`` as 1.4.7's ``-U`` does; return how many were counted.
 
@@ -393,7 +403,7 @@ class FakeConntrack:
                  namespaces: Iterable[str] | None = None) -> None:
         self._kernel = Kernel(clock or time.monotonic)
         #: Every command run (or attempted), in order.
-        self.calls: list[Any] = []
+        self.calls: list[commands.Command] = []
         #: How many conntrack processes a real executor would have started.
         self.processes = 0
         #: How many flows were named in :meth:`delete_flows` and
@@ -458,7 +468,7 @@ class FakeConntrack:
         """
         return capabilities.LATEST.release
 
-    def execute(self, command: Any, *, namespace: str | None = None,
+    def execute(self, command: commands.Command, *, namespace: str | None = None,
                 timeout: float | None = None) -> executor.Result:
         """Run ``command`` and return its :class:`~conntrack_lib.results.Result`.
 
@@ -478,7 +488,7 @@ class FakeConntrack:
         return executor.interpret(cmd, out.exit_code, "".join(out.stdout),
                                   "".join(out.stderr), command)
 
-    def iter_lines(self, command: Any, *, namespace: str | None = None,
+    def iter_lines(self, command: commands.ListCommand, *, namespace: str | None = None,
                    timeout: float | None = None) -> Iterator[str]:
         """Run a list command and return an iterator over its stdout lines.
 
@@ -492,13 +502,36 @@ class FakeConntrack:
             name.
         :raises CommandError: (and subclasses) as :meth:`execute`.
         """
-        if command.kind != "list":
+        if not isinstance(command, commands.ListCommand):
             raise exc.InvalidArgumentError("command", command.kind,
                                            "iter_lines needs a list command")
         result = self.execute(command, namespace=namespace, timeout=timeout)
         return iter(result.stdout.splitlines())
 
-    def _start(self, command: Any, namespace: str | None) -> tuple[str, ...]:
+    def iter_events(self, command: commands.EventsCommand, *, namespace: str | None = None,
+                    timeout: float | None = None) -> Iterator[str]:
+        """Run an events command and return an iterator over its lines.
+
+        The fake does not wait: the lines are the events user space (and
+        expiry) caused since the previous capture of the namespace.
+
+        :param command: an :class:`~conntrack_lib.commands.EventsCommand`.
+        :param namespace: the namespace whose events it reports, or None
+            for the caller's own.
+        :param timeout: accepted for the protocol's sake; the fake never
+            waits.
+        :returns: an iterator of the event lines.
+        :raises InvalidArgumentError: not an events command, or a bad
+            namespace name.
+        :raises CommandError: (and subclasses) as :meth:`execute`.
+        """
+        if not isinstance(command, commands.EventsCommand):
+            raise exc.InvalidArgumentError("command", command.kind,
+                                           "iter_events needs an events command")
+        result = self.execute(command, namespace=namespace, timeout=timeout)
+        return iter(result.stdout.splitlines())
+
+    def _start(self, command: commands.Command, namespace: str | None) -> tuple[str, ...]:
         """Account for one conntrack process; return its argv or raise."""
         argv = (constants.CONNTRACK_BINARY, *command.argv())
         if namespace is not None:
@@ -534,7 +567,7 @@ class FakeConntrack:
             raise self._failures.pop(0)
         return [self._kernel.delete_exact(table, entry) for entry in entries]
 
-    def create_flows(self, creates: Sequence[Any], *,
+    def create_flows(self, creates: Sequence[commands.CreateCommand], *,
                      namespace: str | None = None) -> list[int]:
         """Create flows as IPCTNL_MSG_CT_NEW requests would; return one errno per flow.
 
@@ -559,7 +592,7 @@ class FakeConntrack:
             raise self._failures.pop(0)
         return [self._create_errno(table, command) for command in creates]
 
-    def _create_errno(self, table: Table, command: Any) -> int:
+    def _create_errno(self, table: Table, command: commands.CreateCommand) -> int:
         try:
             self._kernel.create(table, command.fields)
         except KernelError as error:
@@ -622,6 +655,12 @@ class FakeConntrack:
         except KeyError:
             raise exc.NamespaceNotFoundError(
                 (), None, "", f"network namespace {namespace!r} not found") from None
+
+
+if TYPE_CHECKING:
+    def _implements_executor(fake: FakeConntrack) -> Executor:
+        """Return ``fake`` as an Executor: mypy checks that it is one."""
+        return fake
 
 
 __all__ = ["PREFIX", "FakeClock", "FakeConntrack", "KernelError", "render", "to_entry"]

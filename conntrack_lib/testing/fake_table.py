@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TypedDict
 
 import netaddr
 
 from conntrack_lib import constants, matching
 from conntrack_lib.models import Counters, Entry, FlowTuple
+from conntrack_lib.values import FieldMap, FieldValue
 
 #: HZ=250 kernels clamp larger timeouts to this many seconds.
 MAX_KERNEL_TIMEOUT = 8589934
@@ -292,39 +293,49 @@ def to_entry(flow: Flow, now: float) -> Entry:
 # Value normalisation (command objects hold validated, canonical values)
 
 
-def protocol_number(value: Any) -> int:
+def protocol_number(value: object) -> int:
     """Return the protocol number of a ``proto`` field (a number or a name)."""
     if isinstance(value, int):
         return value
     return constants.PROTOCOL_NUMBERS[str(value).lower()]
 
 
-def _network(value: Any) -> netaddr.IPNetwork:
+def _network(value: object) -> netaddr.IPNetwork:
     return netaddr.IPNetwork(str(value))
 
 
-def _address(value: Any) -> netaddr.IPAddress:
+def _address(value: object) -> netaddr.IPAddress:
     return netaddr.IPAddress(str(value))
 
 
-def label_set(value: str | Sequence[str]) -> frozenset[str]:
+def label_set(value: object) -> frozenset[str]:
     """Return the label names of a ``label_add``/``labels`` value."""
     return frozenset(_words(value))
 
 
-def _words(value: Any) -> list[str]:
+def _words(value: object) -> list[str]:
     if isinstance(value, str):
         return [w for w in value.split(",") if w]
+    if not isinstance(value, Iterable):
+        raise TypeError(f"not a word list: {value!r}")
     return [str(w) for w in value]
 
 
-def _mark_pair(value: Any) -> tuple[int, int]:
+def _mark_pair(value: object) -> tuple[int, int]:
     if isinstance(value, int):
         return value, constants.MAX_MARK
-    return int(value[0]), int(value[1])
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    raise TypeError(f"not a mark: {value!r}")
 
 
-def _nat_target(value: Any) -> tuple[netaddr.IPAddress | None, int | None]:
+def _number(fields: FieldMap, name: str) -> int | None:
+    """Return an integer field (validated, so an int when set), or None."""
+    value = fields.get(name)
+    return value if isinstance(value, int) else None
+
+
+def _nat_target(value: object) -> tuple[netaddr.IPAddress | None, int | None]:
     if value is True or value is None:
         return None, None
     if isinstance(value, list | tuple):
@@ -353,7 +364,7 @@ def engine_view(flow: Flow, now: float) -> Entry:
     return dataclasses.replace(entry, status=entry.status | frozenset(hidden))
 
 
-def compile_filters(filters: Mapping[str, Any], *, kind: str = "list",
+def compile_filters(filters: Mapping[str, FieldValue | None], *, kind: str = "list",
                     now: float = 0.0) -> Predicate:
     """Return a predicate for ``filters`` with the meaning :mod:`~conntrack_lib.matching` defines.
 
@@ -391,7 +402,7 @@ def _invert(flow: FlowTuple, proto: str) -> FlowTuple:
     return inverted
 
 
-def direction_tuple(fields: Mapping[str, Any], prefix: str, proto: str) -> FlowTuple | None:
+def direction_tuple(fields: FieldMap, prefix: str, proto: str) -> FlowTuple | None:
     """Return the tuple named by ``prefix``-ed fields, or None if absent."""
     src = fields.get(prefix + "src")
     if src is None:
@@ -400,18 +411,19 @@ def direction_tuple(fields: Mapping[str, Any], prefix: str, proto: str) -> FlowT
     if proto in _UNTRACKED_PORT_PROTOCOLS:
         return FlowTuple(*ends, sport=0, dport=0)
     if proto in constants.PORT_PROTOCOLS:
-        return FlowTuple(*ends, sport=fields.get(prefix + "sport"),
-                         dport=fields.get(prefix + "dport"))
+        return FlowTuple(*ends, sport=_number(fields, prefix + "sport"),
+                         dport=_number(fields, prefix + "dport"))
     if proto == "gre":
-        return FlowTuple(*ends, srckey=fields.get(prefix + "srckey", 0),
-                         dstkey=fields.get(prefix + "dstkey", 0))
+        return FlowTuple(*ends, srckey=_number(fields, prefix + "srckey") or 0,
+                         dstkey=_number(fields, prefix + "dstkey") or 0)
     if proto in constants.ICMP_PROTOCOLS and not prefix:
-        return FlowTuple(*ends, icmp_type=fields.get("icmp_type"),
-                         icmp_code=fields.get("icmp_code"), icmp_id=fields.get("icmp_id", 0))
+        return FlowTuple(*ends, icmp_type=_number(fields, "icmp_type"),
+                         icmp_code=_number(fields, "icmp_code"),
+                         icmp_id=_number(fields, "icmp_id") or 0)
     return FlowTuple(*ends)
 
 
-def _tuples(fields: Mapping[str, Any], proto: str) -> tuple[FlowTuple, FlowTuple]:
+def _tuples(fields: FieldMap, proto: str) -> tuple[FlowTuple, FlowTuple]:
     """Return (original, reply) of a create, deriving a missing one by inversion."""
     original = direction_tuple(fields, "", proto)
     reply = direction_tuple(fields, "reply_", proto)
@@ -428,7 +440,7 @@ def _tuples(fields: Mapping[str, Any], proto: str) -> tuple[FlowTuple, FlowTuple
     return original, reply
 
 
-def _apply_nat(reply: FlowTuple, fields: Mapping[str, Any]) -> tuple[FlowTuple, int]:
+def _apply_nat(reply: FlowTuple, fields: FieldMap) -> tuple[FlowTuple, int]:
     """Return the reply tuple and status bits after ``-n``/``-g`` of a create."""
     status = 0
     for name, addr_side, port_side, bit in (("src_nat", "dst", "dport", SRC_NAT_DONE),
@@ -436,7 +448,7 @@ def _apply_nat(reply: FlowTuple, fields: Mapping[str, Any]) -> tuple[FlowTuple, 
         addr, port = _nat_target(fields.get(name))
         if addr is None:
             continue
-        changes: dict[str, Any] = {addr_side: addr}
+        changes: dict[str, netaddr.IPAddress | int] = {addr_side: addr}
         if port is not None and reply.sport is not None:
             changes[port_side] = port
         reply = dataclasses.replace(reply, **changes)
@@ -444,14 +456,14 @@ def _apply_nat(reply: FlowTuple, fields: Mapping[str, Any]) -> tuple[FlowTuple, 
     return reply, status
 
 
-def _status_value(words: Any) -> int:
+def _status_value(words: object) -> int:
     value = 0
     for word in _words(words or ()):
         value |= STATUS_BITS[word.upper()]
     return value
 
 
-def flow_from_fields(fields: Mapping[str, Any], now: float, flow_id: int) -> Flow:
+def flow_from_fields(fields: FieldMap, now: float, flow_id: int) -> Flow:
     """Return the entry a ``-I`` with these canonical fields creates.
 
     :raises KernelError: the kernel would refuse it ("invalid parameters").
@@ -460,14 +472,17 @@ def flow_from_fields(fields: Mapping[str, Any], now: float, flow_id: int) -> Flo
     proto = constants.PROTOCOL_NAMES.get(protonum, "unknown")
     original, reply = _tuples(fields, proto)
     reply, nat_bits = _apply_nat(reply, fields)
-    timeout = min(int(fields["timeout"]), MAX_KERNEL_TIMEOUT)
-    state = None if proto in _UNTRACKED_PORT_PROTOCOLS else fields.get("state")
+    timeout = min(_number(fields, "timeout") or 0, MAX_KERNEL_TIMEOUT)
+    given_state = fields.get("state")
+    state = None if proto in _UNTRACKED_PORT_PROTOCOLS or given_state is None \
+        else str(given_state)
     return Flow(
         family=constants.IPV6 if original.src.version == 6 else constants.IPV4,
         protonum=protonum, original=original, reply=reply, deadline=now + timeout,
         state=state, status=CONFIRMED | nat_bits | _status_value(fields.get("status")),
-        mark=int(fields.get("mark", 0)), zone=int(fields.get("zone", 0)),
-        orig_zone=fields.get("orig_zone") or None, reply_zone=fields.get("reply_zone") or None,
+        mark=_number(fields, "mark") or 0, zone=_number(fields, "zone") or 0,
+        orig_zone=_number(fields, "orig_zone") or None,
+        reply_zone=_number(fields, "reply_zone") or None,
         id=flow_id,
     )
 
@@ -496,11 +511,21 @@ def flow_from_entry(entry: Entry, now: float, flow_id: int) -> Flow:
 # -U: what changes, and whether anything does
 
 
-def update_values(flow: Flow, changes: Mapping[str, Any]) -> dict[str, Any]:
+class UpdateValues(TypedDict, total=False):
+    """The attributes one ``-U`` request sends (those it changes)."""
+
+    timeout: int
+    mark: int
+    status: int
+    state: str
+    labels: frozenset[str]
+
+
+def update_values(flow: Flow, changes: FieldMap) -> UpdateValues:
     """Return the attributes ``-U`` would send for ``flow`` (computed from the dump)."""
-    values: dict[str, Any] = {}
+    values: UpdateValues = {}
     if "timeout" in changes:
-        values["timeout"] = min(int(changes["timeout"]), MAX_KERNEL_TIMEOUT)
+        values["timeout"] = min(_number(changes, "timeout") or 0, MAX_KERNEL_TIMEOUT)
     if "mark" in changes:
         wanted, mask = _mark_pair(changes["mark"])
         values["mark"] = (flow.mark & ~mask & constants.MAX_MARK) ^ wanted
@@ -508,7 +533,7 @@ def update_values(flow: Flow, changes: Mapping[str, Any]) -> dict[str, Any]:
         # Status bits can only be added.
         values["status"] = flow.status | _status_value(changes["status"])
     if "state" in changes:
-        values["state"] = changes["state"]
+        values["state"] = str(changes["state"])
     if "label_add" in changes:
         values["labels"] = flow.labels | frozenset(_words(changes["label_add"]))
     if "label_del" in changes:
@@ -517,14 +542,14 @@ def update_values(flow: Flow, changes: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def unchanged(flow: Flow, values: Mapping[str, Any], now: float) -> bool:
+def unchanged(flow: Flow, values: UpdateValues, now: float) -> bool:
     """Tell whether ``flow`` already has every ``-U`` value in ``values``."""
     current = {"timeout": flow.remaining(now), "mark": flow.mark, "status": flow.status,
                "state": flow.state, "labels": flow.labels}
     return all(current[name] == value for name, value in values.items())
 
 
-def apply_update(flow: Flow, values: Mapping[str, Any], now: float) -> str | None:
+def apply_update(flow: Flow, values: UpdateValues, now: float) -> str | None:
     """Apply ``-U`` values in the kernel's order; return a per-entry error, if any.
 
     The kernel changes timeout, status, protocol state, mark, labels in that

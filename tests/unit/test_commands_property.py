@@ -182,7 +182,9 @@ def any_command(draw: st.DrawFn) -> c.Command:
     if choice == "batch":
         members = st.one_of(creates(), st.just(c.FlushCommand()),
                             filters("delete").map(lambda f: _build("delete", f)))
-        return c.BatchCommand(draw(st.lists(members, min_size=1, max_size=4)))
+        drawn = draw(st.lists(members, min_size=1, max_size=4))
+        # A command naming labels ends its batch: keep the first batch -R can run.
+        return c.BatchCommand(next(c.load_chunks(drawn, len(drawn))))
     return c.CountCommand() if choice == "count" else c.StatsCommand()
 
 
