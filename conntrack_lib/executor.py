@@ -278,10 +278,10 @@ class ProcessExecutor(_Configured):
         :returns: one errno per flow, in order.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
-        from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+        from conntrack_lib import netlink_socket  # noqa: PLC0415 - lazy
 
         return _delete_in_chunks(
-            entries, lambda flows: priv_netlink._delete_flows_impl(namespace, flows))
+            entries, lambda flows: netlink_socket.delete_flows(namespace, flows))
 
     def create_flows(self, creates: Sequence[Any], *, namespace: str | None = None) -> list[int]:
         """Create flows over ctnetlink (IPCTNL_MSG_CT_NEW); return one errno per flow.
@@ -297,12 +297,12 @@ class ProcessExecutor(_Configured):
         :raises InvalidArgumentError: a command netlink create cannot encode.
         :raises ConntrackUnavailableError: when the kernel refuses the socket.
         """
-        from conntrack_lib.privileged import netlink as priv_netlink  # noqa: PLC0415 - lazy
+        from conntrack_lib import netlink_socket  # noqa: PLC0415 - lazy
 
         # This process holds the privilege itself and the commands are
         # validated, immutable objects: no primitive round trip is needed.
         return _netlink_in_chunks(
-            creates, list, lambda chunk: priv_netlink._create_commands_impl(namespace, chunk),
+            creates, list, lambda chunk: netlink_socket.create_commands(namespace, chunk),
             "create")
 
     def _stream(self, command: Any, argv: tuple[str, ...], limit: float,

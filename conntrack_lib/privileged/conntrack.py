@@ -40,9 +40,9 @@ from typing import Any
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from conntrack_lib import commands, netns, opts, privileged
+from conntrack_lib import commands, netns, opts, privileged, wire_errors
 from conntrack_lib import exceptions as exc
-from conntrack_lib.privileged import bounding, errors
+from conntrack_lib.privileged import bounding
 
 QUERY_KINDS = frozenset({"list", "get", "count", "stats", "version"})
 CHANGE_KINDS = frozenset({"create", "update", "delete", "flush"})
@@ -111,35 +111,35 @@ LOG = logging.getLogger(__name__)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def run_query(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a list, get, count or stats command and return its output."""
     return _serve(QUERY_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def run_change(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a create, update, delete or flush command and return its output."""
     return _serve(CHANGE_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def run_batch(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Run a batch (``-R -``) whose lines are rendered from validated commands."""
     return _serve(BATCH_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def run_events(command: Any, namespace: Any, timeout: Any, chunk_size: Any) -> Reply:
     """Capture events (``-E``) for the command's bounded duration."""
     return _serve(EVENT_KINDS, command, namespace, timeout, chunk_size)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def read_chunk(handle: Any, index: Any) -> str:
     """Return piece ``index`` of the output kept under ``handle``.
 
@@ -156,7 +156,7 @@ def read_chunk(handle: Any, index: Any) -> str:
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def release(handle: Any) -> bool:
     """Drop the output kept under ``handle``; return whether it was there."""
     key = _check_handle(handle)

@@ -36,8 +36,8 @@ import time
 from typing import Any, Final
 
 from conntrack_lib import exceptions as exc
-from conntrack_lib import netns, privileged
-from conntrack_lib.privileged import conntrack, errors
+from conntrack_lib import netns, privileged, wire_errors
+from conntrack_lib.privileged import conntrack
 
 #: Most event streams running at once; one more is refused.
 MAX_STREAMS: Final = 16
@@ -74,7 +74,7 @@ _streams_lock = threading.Lock()
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def start_events(command: Any, namespace: Any, timeout: Any) -> tuple[str, tuple[str, ...]]:
     """Start a bounded ``conntrack -E`` and return its handle and argv.
 
@@ -100,7 +100,7 @@ def start_events(command: Any, namespace: Any, timeout: Any) -> tuple[str, tuple
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def read_events(handle: Any, max_bytes: Any) -> ReadReply:
     """Return the next piece of a stream's output, waiting up to READ_WAIT seconds.
 
@@ -117,7 +117,7 @@ def read_events(handle: Any, max_bytes: Any) -> ReadReply:
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
-@errors.wire_safe
+@wire_errors.wire_safe
 def stop_events(handle: Any) -> bool:
     """Stop a stream and forget it; return whether it was running."""
     key = conntrack._check_handle(handle)

@@ -17,7 +17,7 @@ import pytest
 
 from conntrack_lib import ConntrackHelper, commands, executor, netns, validators, worker
 from conntrack_lib import exceptions as exc
-from conntrack_lib.privileged import errors
+from conntrack_lib import wire_errors as errors
 from conntrack_lib.testing import FakeConntrack
 
 LIST = commands.ListCommand()

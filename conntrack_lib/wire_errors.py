@@ -1,5 +1,7 @@
 """Make every error of a privileged entrypoint able to cross the privsep wire.
 
+Pure code that the daemon imports: nothing here needs root.
+
 oslo.privsep sends an entrypoint's exception back as its class name and its
 ``args``, packed with msgpack.  When an argument cannot be packed (a set, a
 netaddr object, an int beyond 64 bits) the daemon's reply itself fails and
