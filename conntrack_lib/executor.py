@@ -597,35 +597,35 @@ class PrivsepExecutor(_Configured):
         raise exc.CommandError((_name(entry),), None, "", "privsep daemon unavailable")
 
     def _ensure_daemon(self) -> None:
-        from oslo_privsep import daemon  # noqa: PLC0415 - lazy with the context
+        from oslo_privsep import daemon as privsep_daemon  # noqa: PLC0415 - lazy with the context
 
-        from conntrack_lib import privileged  # noqa: PLC0415 - lazy
+        from conntrack_lib import daemon, privileged  # noqa: PLC0415 - lazy
 
         context = privileged.default
         if not context.client_mode:
             return  # we are the daemon (or a test runs entrypoints in-process)
         with self._lock:
             channel = context.channel
-            if _alive(channel):
+            if daemon.alive(channel):
                 return
             if channel is not None:
                 LOG.warning("privsep daemon is gone; starting a new one")
-                _stop(context)
+                daemon.stop(context)
             method = context.default_method()
             LOG.debug("starting the conntrack privsep daemon (%s)", method.name.lower())
             try:
                 context.start(method)
-            except daemon.FailedToDropPrivileges as err:
+            except privsep_daemon.FailedToDropPrivileges as err:
                 raise exc.PermissionDeniedError(
                     ("privsep-helper",), None, "", f"privsep daemon failed to start: {err}"
                 ) from err
 
     def _restart(self, err: BaseException) -> None:
-        from conntrack_lib import privileged  # noqa: PLC0415 - lazy
+        from conntrack_lib import daemon, privileged  # noqa: PLC0415 - lazy
 
         LOG.warning("privsep daemon connection lost (%s); restarting it", err)
         with self._lock:
-            _stop(privileged.default)
+            daemon.stop(privileged.default)
 
 
 class SpooledLines(Iterator[str]):
@@ -785,37 +785,6 @@ def _name(entry: Any) -> str:
     """Return the entrypoint's function name (privsep wraps it in a partial)."""
     func = entry.args[0] if isinstance(entry, functools.partial) and entry.args else entry
     return str(getattr(func, "__name__", repr(func)))
-
-
-def _alive(channel: Any) -> bool:
-    """Return whether a privsep client channel can still get answers.
-
-    oslo.privsep clears ``running`` only on a clean EOF; when the daemon dies
-    with unread data the reader thread ends on ECONNRESET and ``running``
-    stays true, so the thread itself is checked too.
-    """
-    if channel is None or not channel.running:
-        return False
-    reader = getattr(channel, "reader_thread", None)
-    return reader is None or bool(reader.is_alive())
-
-
-def _stop(context: Any) -> None:
-    """Close the context's channel and reap its daemon if we forked it."""
-    from conntrack_lib import privileged  # noqa: PLC0415 - lazy
-
-    channel = context.channel
-    try:
-        context.stop()
-    except OSError:
-        # The socket of a killed daemon may refuse the shutdown.
-        context.channel = None
-    # oslo.privsep only shuts the socket down; an error or log record that
-    # still references the old channel would keep its descriptor open.
-    writer = getattr(channel, "writer", None)
-    if writer is not None:
-        writer.writesock.close()
-    privileged.reap(channel)
 
 
 def _plain(value: Any) -> Any:

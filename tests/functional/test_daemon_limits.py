@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import ConntrackHelper, executor, opts, privileged
+from conntrack_lib import ConntrackHelper, daemon, executor, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
@@ -20,11 +20,11 @@ from conntrack_lib.privileged import conntrack as priv
 @pytest.fixture
 def forked() -> Iterator[executor.PrivsepExecutor]:
     opts.register_opts(cfg.CONF)
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
     try:
         yield executor.PrivsepExecutor()
     finally:
-        executor._stop(privileged.default)
+        daemon.stop(privileged.default)
         cfg.CONF.clear_override("chunk_size", group=opts.GROUP)
 
 

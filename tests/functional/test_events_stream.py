@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import ConntrackHelper, commands, executor, opts, privileged
+from conntrack_lib import ConntrackHelper, commands, daemon, executor, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Event
 from conntrack_lib.privileged import conntrack as priv
@@ -43,12 +43,12 @@ def _create_later(helper: ConntrackHelper, count: int, delay: float) -> threadin
 def run(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Yield each executor; the forked daemon is stopped afterwards."""
     opts.register_opts(cfg.CONF)
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
     try:
         yield (executor.PrivsepExecutor() if request.param == "fork"
                else executor.ProcessExecutor())
     finally:
-        executor._stop(privileged.default)
+        daemon.stop(privileged.default)
 
 
 def test_events_of_new_flows_arrive_typed(run: Any, ns: str) -> None:
@@ -66,7 +66,7 @@ def test_events_of_new_flows_arrive_typed(run: Any, ns: str) -> None:
 
 
 def test_closing_the_stream_stops_the_capture(ns: str) -> None:
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
     helper = ConntrackHelper(namespace=ns, executor=executor.PrivsepExecutor())
     stream = helper.events(duration=600)
     _create_later(helper, 1, 0.3).join(10)
@@ -75,7 +75,7 @@ def test_closing_the_stream_stops_the_capture(ns: str) -> None:
     # The daemon holds no stream any more: a new one starts at once.
     again = helper.events(duration=0.5)
     assert list(again) == []
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
 
 
 # -- memory bound, with a child that never stops printing --------------------

@@ -31,6 +31,7 @@ from oslo_config import cfg
 from conntrack_lib import commands, executor, netlink_socket, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns as lib_netns
+from conntrack_lib.daemon import alive as daemon_alive
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.worker import DeletionQueue
 from conntrack_lib.zones import FileZoneStore, ZoneAllocator
@@ -114,7 +115,7 @@ def stop_and_reap_daemon() -> None:
     zombie of this process: reaping it here keeps tests independent.
     """
     channel = privileged.default.channel
-    pid = daemon_pid() if executor._alive(channel) else None
+    pid = daemon_pid() if daemon_alive(channel) else None
     stop_daemon()
     if pid is not None:
         reap(pid)

@@ -12,7 +12,7 @@ import pytest
 from oslo_config import cfg
 from oslo_privsep import comm, priv_context
 
-from conntrack_lib import commands, netns, opts, privileged
+from conntrack_lib import commands, daemon, netns, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
@@ -298,7 +298,7 @@ class _ReaderThatResets:
         raise ConnectionResetError(104, "Connection reset by peer")
 
 
-class _GuardedChannel(privileged._FailPendingOnReset, _ReaderThatResets):
+class _GuardedChannel(daemon._FailPendingOnReset, _ReaderThatResets):
     pass
 
 
@@ -321,7 +321,7 @@ def test_a_reset_channel_fails_pending_calls_instead_of_hanging() -> None:
 ])
 def test_start_method_follows_root_and_helper_command(
         monkeypatch: pytest.MonkeyPatch, euid: int, helper: str | None, method: Any) -> None:
-    monkeypatch.setattr(privileged.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: euid)
     cfg.CONF.set_override("helper_command", helper, group=opts.PRIVSEP_SECTION)
     try:
         assert privileged.default.default_method() is method
