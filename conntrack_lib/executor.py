@@ -538,13 +538,14 @@ class PrivsepExecutor(_Configured):
     def _run(self, command: Any, namespace: str | None, limit: float) -> Any:
         # Importing the privileged package builds the privsep context, so
         # it happens on first use, not when this module is imported.
+        from conntrack_lib import boundary  # noqa: PLC0415 - lazy
         from conntrack_lib.privileged import conntrack as priv  # noqa: PLC0415 - lazy
 
         kind = command.kind
         entry = (
-            priv.run_query if kind in priv.QUERY_KINDS
-            else priv.run_change if kind in priv.CHANGE_KINDS
-            else priv.run_batch if kind in priv.BATCH_KINDS
+            priv.run_query if kind in boundary.QUERY_KINDS
+            else priv.run_change if kind in boundary.CHANGE_KINDS
+            else priv.run_batch if kind in boundary.BATCH_KINDS
             else priv.run_events
         )
         if namespace is not None:
@@ -734,13 +735,14 @@ class EventLines(Iterator[str]):
 
 
 def _follow_events(run: _EventRun) -> Generator[str, None, None]:
+    from conntrack_lib import event_streams  # noqa: PLC0415 - lazy
     from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
 
     pending = ""
     while True:
         text, finished, code, stderr, timed_out = run.owner._call(
             events.read_events, run.handle, EVENTS_READ, idempotent=False,
-            limit=events.READ_WAIT)
+            limit=event_streams.READ_WAIT)
         lines = (pending + text).split("\n")
         pending = lines.pop()
         yield from lines

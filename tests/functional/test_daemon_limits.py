@@ -47,7 +47,7 @@ def test_abandoned_listings_leave_no_spool_and_never_evict(
                            for i in range(50)])
     live = helper.iter_entries()
     first = next(live)
-    for _ in range(3 * priv.MAX_SPOOLS):
+    for _ in range(3 * priv._spools.max_spools):
         abandoned = helper.iter_entries()
         next(abandoned)  # stopped inside the first chunk
         del abandoned
@@ -62,7 +62,7 @@ def _room_for_all(helper: ConntrackHelper) -> bool:
     while True:
         held = []
         try:
-            for _ in range(priv.MAX_SPOOLS):
+            for _ in range(priv._spools.max_spools):
                 listing = helper.iter_entries()
                 next(listing)
                 held.append(listing)

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import ConntrackHelper, commands, daemon, executor, opts, privileged
+from conntrack_lib import (
+    ConntrackHelper,
+    commands,
+    daemon,
+    event_streams,
+    executor,
+    opts,
+    privileged,
+)
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Event
 from conntrack_lib.privileged import conntrack as priv
@@ -114,14 +122,14 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
         time.sleep(0.5)
         assert _cpu_ticks(stream.proc.pid) == ticks, "the child kept running unread"
         tracemalloc.reset_peak()
-        sizes = [len(priv_events.read_events(handle, priv_events.MAX_READ)[0])
+        sizes = [len(priv_events.read_events(handle, event_streams.MAX_READ)[0])
                  for _ in range(50)]
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert max(sizes) <= priv_events.MAX_READ and sum(sizes) > priv_events.MAX_READ
+    assert max(sizes) <= event_streams.MAX_READ and sum(sizes) > event_streams.MAX_READ
     # One piece in flight (bytes, then str) is all the daemon holds.
-    assert peak < 3 * priv_events.MAX_READ + 256 * 1024, peak
+    assert peak < 3 * event_streams.MAX_READ + 256 * 1024, peak
     assert priv_events.stop_events(handle) is True
     with pytest.raises(exc.OutputUnavailableError, match="not running"):
         priv_events.read_events(handle, 10)
@@ -130,7 +138,7 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
 def test_stream_count_is_bounded(flood: None) -> None:
     watch = commands.EventsCommand(duration=60).to_primitive()
     handles = [priv_events.start_events(watch, None, 120)[0]
-               for _ in range(priv_events.MAX_STREAMS)]
+               for _ in range(event_streams.MAX_STREAMS)]
     with pytest.raises(exc.OutputUnavailableError, match="event streams"):
         priv_events.start_events(watch, None, 120)
     assert all(priv_events.stop_events(h) for h in handles)

@@ -12,7 +12,7 @@ import pytest
 from oslo_config import cfg
 from oslo_privsep import comm, priv_context
 
-from conntrack_lib import commands, daemon, netns, opts, privileged
+from conntrack_lib import commands, daemon, event_streams, netns, opts, privileged, spool
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
@@ -230,7 +230,7 @@ def test_long_output_stays_in_the_daemon(runner: mock.Mock) -> None:
 
 def test_short_output_has_no_handle(runner: mock.Mock) -> None:
     assert _spooled(runner, "abc\n", 64)[4:] == (None, 1)
-    assert priv._spools == {}
+    assert len(priv._spools) == 0
 
 
 @pytest.mark.parametrize("handle", ["../x", 5, None, "A" * 32, "0" * 31, "0" * 32 + "\n"])
@@ -248,30 +248,30 @@ def test_read_chunk_refuses_bad_indexes(runner: mock.Mock) -> None:
 
 def test_spools_expire(runner: mock.Mock, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(priv.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(spool.time, "monotonic", lambda: clock[0])
     handle = _spooled(runner, "x" * 100, 10)[4]
     assert priv.read_chunk(handle, 1) == "x" * 10
-    clock[0] += priv.SPOOL_TTL - 1
+    clock[0] += spool.SPOOL_TTL - 1
     assert priv.read_chunk(handle, 2) == "x" * 10  # a read restarts the clock
-    clock[0] += priv.SPOOL_TTL - 1
+    clock[0] += spool.SPOOL_TTL - 1
     assert priv.read_chunk(handle, 3) == "x" * 10
-    clock[0] += priv.SPOOL_TTL + 1
+    clock[0] += spool.SPOOL_TTL + 1
     with pytest.raises(exc.OutputUnavailableError, match="unread for more than"):
         priv.read_chunk(handle, 1)
 
 
 def test_spools_are_bounded_and_none_is_evicted(runner: mock.Mock) -> None:
-    handles = [_spooled(runner, "y" * 50, 10)[4] for _ in range(priv.MAX_SPOOLS)]
+    handles = [_spooled(runner, "y" * 50, 10)[4] for _ in range(priv._spools.max_spools)]
     with pytest.raises(exc.OutputUnavailableError, match="already holds 32 long outputs"):
         _spooled(runner, "y" * 50, 10)
-    assert len(priv._spools) == priv.MAX_SPOOLS
+    assert len(priv._spools) == priv._spools.max_spools
     assert all(priv.read_chunk(handle, 1) == "y" * 10 for handle in handles)
     priv.release(handles[0])
     assert _spooled(runner, "y" * 50, 10)[4] is not None  # room again
 
 
 def test_spools_are_bounded_by_size(runner: mock.Mock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(priv, "MAX_SPOOL_CHARS", 120)
+    monkeypatch.setattr(priv._spools, "max_chars", 120)
     first = _spooled(runner, "y" * 100, 10)[4]
     with pytest.raises(exc.OutputUnavailableError, match="characters"):
         _spooled(runner, "y" * 50, 10)
@@ -337,17 +337,13 @@ def test_start_keeps_a_running_channel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any) -> None:
-    from conntrack_lib.privileged import events
-
     missing = str(tmp_path / "no-conntrack")
     with pytest.raises(exc.ConntrackUnavailableError) as caught:
-        events._spawn((missing, "-E"), 5.0, 1.0)
+        event_streams.spawn((missing, "-E"), 5.0, 1.0)
     assert caught.value.exit_code == netns.EXIT_NOT_FOUND
     assert missing in caught.value.stderr
 
 
 def test_events_start_through_the_one_launcher() -> None:
-    from conntrack_lib.privileged import events
-
-    source = inspect.getsource(events)
+    source = inspect.getsource(event_streams)
     assert "subprocess.Popen(" not in source and "netns.launch(" in source
