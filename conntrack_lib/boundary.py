@@ -1,6 +1,6 @@
 """Check what crosses the root boundary: the pure half of every entrypoint.
 
-The privileged entrypoints (:mod:`conntrack_lib.privileged`) receive only
+The privileged entrypoints (``conntrack_lib.privileged``) receive only
 primitives and trust none of them.  They call the functions here, in the
 daemon, to rebuild a command with :func:`conntrack_lib.commands.from_primitive`
 (which validates every value again), to check that its kind is one the
@@ -49,7 +49,7 @@ _HANDLE_RE = re.compile(r"[0-9a-f]{32}")
 def rebuild(data: object, kinds: Collection[str]) -> commands.Command:
     """Rebuild and re-validate a command; refuse kinds the caller does not serve.
 
-    :param data: the command in primitive form (:meth:`Command.to_primitive`).
+    :param data: the command in primitive form (``Command.to_primitive()``).
     :param kinds: the command kinds the calling entrypoint serves.
     :returns: the rebuilt command.
     :raises InvalidArgumentError: not a command, another kind, or an argv

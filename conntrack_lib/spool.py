@@ -77,8 +77,8 @@ class Spools:
         """Hold ``text`` under a new handle, or refuse: nothing held is evicted.
 
         :returns: the handle and the number of chunks.
-        :raises OutputUnavailableError: :attr:`max_spools` outputs or
-            :attr:`max_chars` characters are already held.
+        :raises OutputUnavailableError: ``max_spools`` outputs or
+            ``max_chars`` characters are already held.
         """
         spool = Spool(text, chunk_size, time.monotonic() + self.ttl)
         handle = secrets.token_hex(16)
