@@ -254,7 +254,7 @@ def test_daemon_killed_mid_batch(fns: str, daemon: None, watch: Watch,
     # pytest keeps every log record of a test, and a warning's arguments
     # include the OSError whose traceback holds the dead channel's socket:
     # silence the executor's log so that only the library can keep it open.
-    monkeypatch.setattr(logging.getLogger("conntrack_lib.executor"), "disabled", True)
+    monkeypatch.setattr(logging.getLogger("conntrack_lib.privsep_executor"), "disabled", True)
     run = executor.PrivsepExecutor()
     assert run.execute(commands.CountCommand(), namespace=fns).count == 0
     first = daemon_pid()
@@ -309,7 +309,7 @@ def test_daemon_killed_mid_capture_leaves_no_conntrack_behind(fns: str, daemon: 
                                                               ) -> None:
     # conntrack -E never ends by itself: without PR_SET_PDEATHSIG it would
     # run as root for ever after the daemon died, pinning the namespace.
-    monkeypatch.setattr(logging.getLogger("conntrack_lib.executor"), "disabled", True)
+    monkeypatch.setattr(logging.getLogger("conntrack_lib.privsep_executor"), "disabled", True)
     run = executor.PrivsepExecutor()
     assert run.execute(commands.CountCommand(), namespace=fns).count == 0
     first = daemon_pid()

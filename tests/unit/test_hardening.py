@@ -15,7 +15,15 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from conntrack_lib import ConntrackHelper, commands, executor, netns, validators, worker
+from conntrack_lib import (
+    ConntrackHelper,
+    commands,
+    executor,
+    netns,
+    privsep_executor,
+    validators,
+    worker,
+)
 from conntrack_lib import exceptions as exc
 from conntrack_lib import wire_errors as errors
 from conntrack_lib.testing import FakeConntrack
@@ -154,8 +162,8 @@ def test_wire_safe_keeps_the_exported_name() -> None:
     from conntrack_lib.privileged import conntrack as priv
 
     # oslo.privsep sends module.function of what @entrypoint wrapped.
-    assert executor._name(priv.release) == "release"
-    assert executor._name(priv.run_query) == "run_query"
+    assert privsep_executor._name(priv.release) == "release"
+    assert privsep_executor._name(priv.run_query) == "run_query"
 
 
 @pytest.mark.parametrize(("code", "error", "name"), [

@@ -26,6 +26,7 @@ from conntrack_lib import (
     commands,
     exceptions,
     executor,
+    executor_base,
     netlink,
     netlink_socket,
 )
@@ -468,7 +469,7 @@ def test_privsep_executor_sends_primitives_in_chunks(monkeypatch: pytest.MonkeyP
         calls.append((entry, args, idempotent))
         return [0] * len(args[1])
     monkeypatch.setattr(executor.PrivsepExecutor, "_call", fake_call)
-    monkeypatch.setattr(executor, "EXACT_DELETE_CHUNK", 2)
+    monkeypatch.setattr(executor_base, "EXACT_DELETE_CHUNK", 2)
     built = [create(**{**UDP, "sport": n}) for n in range(5)]
     runner = executor.PrivsepExecutor()
     assert runner.create_flows(built, namespace="ctns") == [0] * 5

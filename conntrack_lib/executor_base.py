@@ -1,0 +1,224 @@
+"""What both executors share: the protocol, the options, netlink chunking.
+
+:class:`Executor` is the protocol :class:`~conntrack_lib.helper.ConntrackHelper`
+depends on; :class:`Configured` reads the options both executors use and
+runs a command with retries; the chunk helpers keep every exact delete or
+netlink create far below oslo.privsep's message limit.  The executors live
+in :mod:`conntrack_lib.process_executor` and
+:mod:`conntrack_lib.privsep_executor`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from conntrack_lib import capabilities, commands, netns, opts
+from conntrack_lib import exceptions as exc
+from conntrack_lib.results import Result, run_with_retries
+
+LOG = logging.getLogger(__name__)
+
+_LIST_KINDS = frozenset({"list"})
+
+
+class Executor(Protocol):
+    """Runs command objects.
+
+    :class:`~conntrack_lib.helper.ConntrackHelper` depends only on this.
+    """
+
+    def execute(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Result:
+        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
+
+        :param command: a command object of :mod:`conntrack_lib.commands`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: the exit status, output and count of the run.
+        :raises InvalidArgumentError: for a bad namespace name.
+        :raises CommandError: (or a subclass) when conntrack fails.
+        """
+
+    def iter_lines(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Run a list command and yield its stdout lines.
+
+        :param command: a :class:`~conntrack_lib.commands.ListCommand`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: an iterator of the lines.
+        :raises InvalidArgumentError: for another command or a bad namespace.
+        :raises CommandError: (also from the iteration) when conntrack fails.
+        """
+
+    def release(self) -> capabilities.Release:
+        """Return the release of the conntrack binary this executor runs.
+
+        :returns: the release as ``(major, minor, patch)``.
+        :raises UnsupportedReleaseError: the binary names no release, or one
+            older than 1.4.5.
+        :raises CommandError: when ``conntrack --version`` fails.
+        """
+
+    # Optional, and so not part of the protocol: executors that can create
+    # flows over ctnetlink also have
+    #     create_flows(creates, *, namespace=None) -> list[int]
+    # (one errno per CreateCommand); ConntrackHelper looks it up with getattr.
+
+
+class Configured:
+    """Options shared by both executors, read from an oslo.config object."""
+
+    def __init__(self, conf: cfg.ConfigOpts | None = None) -> None:
+        self.conf = cfg.CONF if conf is None else conf
+        opts.register_opts(self.conf)
+        self._binary_release: capabilities.Release | None = None
+        self._release_lock = threading.Lock()
+
+    def release(self) -> capabilities.Release:
+        """Return the release of the conntrack binary, asked once (``--version``).
+
+        :returns: the release as ``(major, minor, patch)``.
+        :raises UnsupportedReleaseError: the binary names no release, or one
+            older than 1.4.5.
+        :raises CommandError: when ``conntrack --version`` fails.
+        """
+        with self._release_lock:
+            if self._binary_release is None:
+                result = self.execute(commands.VersionCommand())
+                release = capabilities.parse_version(result.stdout + result.stderr)
+                capabilities.for_release(release)  # refuses a release too old
+                self._binary_release = release
+            return self._binary_release
+
+    @property
+    def group(self) -> Any:
+        """Return the ``[conntrack_lib]`` option group of the executor's configuration."""
+        return self.conf[opts.GROUP]
+
+    def execute(
+        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+    ) -> Result:
+        """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
+
+        Transient failures are retried under the rule of
+        :func:`~conntrack_lib.results.run_with_retries`.
+
+        :param command: a command object of :mod:`conntrack_lib.commands`.
+        :param namespace: network namespace to run in, or None for this
+            process's own.
+        :param timeout: seconds the command may take; None for the
+            ``[conntrack_lib] command_timeout`` option (longer for events).
+        :returns: the exit status, output and count of the run.
+        :raises InvalidArgumentError: for a bad namespace name.
+        :raises CommandError: (or a subclass such as
+            :class:`~conntrack_lib.exceptions.EntryExistsError` or
+            :class:`~conntrack_lib.exceptions.CommandTimeoutError`) when
+            conntrack fails.
+        """
+        limit = self.timeout_for(command, timeout)
+        return run_with_retries(
+            command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
+        )
+
+    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+        raise NotImplementedError
+
+    def timeout_for(self, command: Any, timeout: float | None) -> float:
+        """Return the timeout: explicit, or the option (long enough for events).
+
+        :param command: the command to run.
+        :param timeout: the caller's timeout in seconds, or None.
+        :returns: ``timeout``, else the ``command_timeout`` option, raised
+            for an events command to its duration plus a grace period.
+        """
+        if timeout is not None:
+            return float(timeout)
+        limit = float(self.group.command_timeout)
+        if command.kind == "events":
+            limit = max(limit, float(command.duration) + netns.EVENTS_GRACE)
+        return limit
+
+
+def require_events(command: Any) -> None:
+    if command.kind != "events":
+        raise exc.InvalidArgumentError("command", command.kind,
+                                       "iter_events needs an events command")
+
+
+def require_list(command: Any) -> None:
+    if command.kind not in _LIST_KINDS:
+        raise exc.InvalidArgumentError("command", command.kind, "iter_lines needs a list command")
+
+
+#: Flows per privsep call of an exact delete: keeps each message far below
+#: oslo.privsep's 100 MiB reply limit (a flow is ~150 bytes on the wire).
+EXACT_DELETE_CHUNK = 100_000
+
+
+def _flow_primitives(entries: Sequence[Any]) -> list[dict[str, Any]]:
+    from conntrack_lib import netlink  # noqa: PLC0415 - only exact deletes need it
+
+    return [netlink.flow_to_primitive(entry) for entry in entries]
+
+
+def _create_primitives(creates: Sequence[Any]) -> list[dict[str, Any]]:
+    from conntrack_lib import netlink_create  # noqa: PLC0415 - only netlink creates need it
+
+    return [netlink_create.to_primitive(command) for command in creates]
+
+
+def _netlink_refused(err: OSError, name: str = "delete") -> exc.ConntrackUnavailableError:
+    return exc.ConntrackUnavailableError(("netlink", name), None, "",
+                                         f"ctnetlink socket refused: {err}")
+
+
+def delete_in_chunks(entries: Iterable[Any],
+                      send: Callable[[list[dict[str, Any]]], Sequence[int]]) -> list[int]:
+    """Send exact flows in chunks of EXACT_DELETE_CHUNK; return one errno per flow.
+
+    :raises ConntrackUnavailableError: when the kernel refuses the socket.
+    """
+    return netlink_in_chunks(entries, _flow_primitives, send, "delete")
+
+
+def create_in_chunks(creates: Iterable[Any],
+                      send: Callable[[list[dict[str, Any]]], Sequence[int]]) -> list[int]:
+    """Send create commands in chunks of EXACT_DELETE_CHUNK; return one errno per flow.
+
+    Every command is turned into primitives (and so checked) before the first
+    chunk is sent.
+
+    :raises ConntrackUnavailableError: when the kernel refuses the socket.
+    """
+    return netlink_in_chunks(_create_primitives(list(creates)), list, send, "create")
+
+
+def netlink_in_chunks(items: Iterable[Any],
+                       to_primitives: Callable[[Sequence[Any]], list[Any]],
+                       send: Callable[[list[Any]], Sequence[int]],
+                       name: str) -> list[int]:
+    """Send ``items`` in chunks of EXACT_DELETE_CHUNK; return one errno per item."""
+    items = list(items)
+    outcomes: list[int] = []
+    for start in range(0, len(items), EXACT_DELETE_CHUNK):
+        try:
+            outcomes.extend(send(to_primitives(items[start:start + EXACT_DELETE_CHUNK])))
+        except OSError as err:
+            raise _netlink_refused(err, name) from err
+    LOG.debug("netlink %s of %d flows: %d answered a nonzero errno", name, len(items),
+              sum(1 for errno_ in outcomes if errno_))
+    return outcomes
+
+
