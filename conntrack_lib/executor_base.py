@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from conntrack_lib import capabilities, commands, netns, opts
 from conntrack_lib import exceptions as exc
+from conntrack_lib.commands import Command, CreateCommand
+from conntrack_lib.models import Entry
 from conntrack_lib.results import Result, run_with_retries
 
 LOG = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ class Executor(Protocol):
     """
 
     def execute(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Result:
         """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
 
@@ -48,7 +50,7 @@ class Executor(Protocol):
         """
 
     def iter_lines(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
         """Run a list command and yield its stdout lines.
 
@@ -108,7 +110,7 @@ class Configured:
         return self.conf[opts.GROUP]
 
     def execute(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Result:
         """Run ``command`` and return its :class:`~conntrack_lib.results.Result`, or raise.
 
@@ -132,10 +134,10 @@ class Configured:
             command, self.group.retries, lambda: self._execute_once(command, namespace, limit)
         )
 
-    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+    def _execute_once(self, command: Command, namespace: str | None, limit: float) -> Result:
         raise NotImplementedError
 
-    def timeout_for(self, command: Any, timeout: float | None) -> float:
+    def timeout_for(self, command: Command, timeout: float | None) -> float:
         """Return the timeout: explicit, or the option (long enough for events).
 
         :param command: the command to run.
@@ -146,18 +148,27 @@ class Configured:
         if timeout is not None:
             return float(timeout)
         limit = float(self.group.command_timeout)
-        if command.kind == "events":
+        if isinstance(command, commands.EventsCommand):
             limit = max(limit, float(command.duration) + netns.EVENTS_GRACE)
         return limit
 
 
-def require_events(command: Any) -> None:
-    if command.kind != "events":
+def require_events(command: Command) -> commands.EventsCommand:
+    """Return ``command`` if it is an events command.
+
+    :raises InvalidArgumentError: for any other command.
+    """
+    if not isinstance(command, commands.EventsCommand):
         raise exc.InvalidArgumentError("command", command.kind,
                                        "iter_events needs an events command")
+    return command
 
 
-def require_list(command: Any) -> None:
+def require_list(command: Command) -> None:
+    """Refuse any command but a list.
+
+    :raises InvalidArgumentError: for any other command.
+    """
     if command.kind not in _LIST_KINDS:
         raise exc.InvalidArgumentError("command", command.kind, "iter_lines needs a list command")
 
@@ -166,14 +177,19 @@ def require_list(command: Any) -> None:
 #: oslo.privsep's 100 MiB reply limit (a flow is ~150 bytes on the wire).
 EXACT_DELETE_CHUNK = 100_000
 
+#: One flow or create command in the primitive form that crosses the wire.
+Primitive = dict[str, object]
+_Item = TypeVar("_Item")
+_Sent = TypeVar("_Sent")
 
-def _flow_primitives(entries: Sequence[Any]) -> list[dict[str, Any]]:
+
+def _flow_primitives(entries: Sequence[Entry]) -> list[Primitive]:
     from conntrack_lib import netlink  # noqa: PLC0415 - only exact deletes need it
 
     return [netlink.flow_to_primitive(entry) for entry in entries]
 
 
-def _create_primitives(creates: Sequence[Any]) -> list[dict[str, Any]]:
+def _create_primitives(creates: Sequence[CreateCommand]) -> list[Primitive]:
     from conntrack_lib import netlink_create  # noqa: PLC0415 - only netlink creates need it
 
     return [netlink_create.to_primitive(command) for command in creates]
@@ -184,8 +200,8 @@ def _netlink_refused(err: OSError, name: str = "delete") -> exc.ConntrackUnavail
                                          f"ctnetlink socket refused: {err}")
 
 
-def delete_in_chunks(entries: Iterable[Any],
-                      send: Callable[[list[dict[str, Any]]], Sequence[int]]) -> list[int]:
+def delete_in_chunks(entries: Iterable[Entry],
+                     send: Callable[[list[Primitive]], Sequence[int]]) -> list[int]:
     """Send exact flows in chunks of EXACT_DELETE_CHUNK; return one errno per flow.
 
     :raises ConntrackUnavailableError: when the kernel refuses the socket.
@@ -193,8 +209,8 @@ def delete_in_chunks(entries: Iterable[Any],
     return netlink_in_chunks(entries, _flow_primitives, send, "delete")
 
 
-def create_in_chunks(creates: Iterable[Any],
-                      send: Callable[[list[dict[str, Any]]], Sequence[int]]) -> list[int]:
+def create_in_chunks(creates: Iterable[CreateCommand],
+                     send: Callable[[list[Primitive]], Sequence[int]]) -> list[int]:
     """Send create commands in chunks of EXACT_DELETE_CHUNK; return one errno per flow.
 
     Every command is turned into primitives (and so checked) before the first
@@ -205,19 +221,25 @@ def create_in_chunks(creates: Iterable[Any],
     return netlink_in_chunks(_create_primitives(list(creates)), list, send, "create")
 
 
-def netlink_in_chunks(items: Iterable[Any],
-                       to_primitives: Callable[[Sequence[Any]], list[Any]],
-                       send: Callable[[list[Any]], Sequence[int]],
-                       name: str) -> list[int]:
-    """Send ``items`` in chunks of EXACT_DELETE_CHUNK; return one errno per item."""
-    items = list(items)
+def netlink_in_chunks(items: Iterable[_Item],
+                      to_primitives: Callable[[Sequence[_Item]], list[_Sent]],
+                      send: Callable[[list[_Sent]], Sequence[int]],
+                      name: str) -> list[int]:
+    """Send ``items`` in chunks of EXACT_DELETE_CHUNK; return one errno per item.
+
+    :param to_primitives: turns one chunk into what ``send`` takes.
+    :param send: sends one chunk, returns one errno per item.
+    :param name: the operation, for errors and the log.
+    :raises ConntrackUnavailableError: when the kernel refuses the socket.
+    """
+    pending = list(items)
     outcomes: list[int] = []
-    for start in range(0, len(items), EXACT_DELETE_CHUNK):
+    for start in range(0, len(pending), EXACT_DELETE_CHUNK):
         try:
-            outcomes.extend(send(to_primitives(items[start:start + EXACT_DELETE_CHUNK])))
+            outcomes.extend(send(to_primitives(pending[start:start + EXACT_DELETE_CHUNK])))
         except OSError as err:
             raise _netlink_refused(err, name) from err
-    LOG.debug("netlink %s of %d flows: %d answered a nonzero errno", name, len(items),
+    LOG.debug("netlink %s of %d flows: %d answered a nonzero errno", name, len(pending),
               sum(1 for errno_ in outcomes if errno_))
     return outcomes
 

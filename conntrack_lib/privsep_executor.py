@@ -23,6 +23,7 @@ from oslo_log import log as logging
 
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns
+from conntrack_lib.commands import Command, CreateCommand
 from conntrack_lib.executor_base import (
     Configured,
     create_in_chunks,
@@ -30,12 +31,17 @@ from conntrack_lib.executor_base import (
     require_events,
     require_list,
 )
+from conntrack_lib.models import Entry
 from conntrack_lib.results import RETRYABLE_KINDS, Result, finish, log_failure
 
 LOG = logging.getLogger(__name__)
 
 #: Extra seconds the client waits for the daemon beyond the command timeout.
 PRIVSEP_MARGIN = 30.0
+
+# What a run_* entrypoint answers (conntrack_lib.privileged.conntrack.Reply;
+# importing that module would build the privsep context).
+_Reply = tuple[int, str, str, tuple[str, ...], str | None, int]
 
 
 class PrivsepExecutor(Configured):
@@ -57,14 +63,14 @@ class PrivsepExecutor(Configured):
     def __repr__(self) -> str:
         return "PrivsepExecutor()"
 
-    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+    def _execute_once(self, command: Command, namespace: str | None, limit: float) -> Result:
         started = time.monotonic()
         code, head, stderr, argv, handle, chunks = self._run(command, namespace, limit)
         stdout = head + "".join(self._drain(handle, chunks))
         return finish(argv, code, stdout, stderr, command=command, started=started)
 
     def iter_lines(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
         """Run a list command once and yield its lines, fetched chunk by chunk.
 
@@ -89,7 +95,7 @@ class PrivsepExecutor(Configured):
         return SpooledLines(self, head, handle, chunks)
 
     def iter_events(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
         """Stream an events command's lines from the daemon as they arrive.
 
@@ -114,7 +120,7 @@ class PrivsepExecutor(Configured):
             netns.validate_name(namespace)
         return EventLines(self, command, namespace, self.timeout_for(command, timeout))
 
-    def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+    def delete_flows(self, entries: Sequence[Entry], *, namespace: str | None = None) -> list[int]:
         """Delete exact flows over ctnetlink in the daemon; one errno per flow.
 
         0 means deleted, 2 (ENOENT) already gone, anything else an error.
@@ -135,7 +141,8 @@ class PrivsepExecutor(Configured):
         return delete_in_chunks(entries, lambda flows: self._call(
             priv_netlink.delete_flows, namespace, flows, idempotent=True))
 
-    def create_flows(self, creates: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+    def create_flows(self, creates: Sequence[CreateCommand], *,
+                     namespace: str | None = None) -> list[int]:
         """Create flows over ctnetlink in the daemon; one errno per flow.
 
         0 means created, 17 (EEXIST) exists already, anything else an error.
@@ -195,7 +202,7 @@ class PrivsepExecutor(Configured):
             # Unreleased output expires in the daemon anyway.
             LOG.debug("could not release output %s: %s", handle, err)
 
-    def _run(self, command: Any, namespace: str | None, limit: float) -> Any:
+    def _run(self, command: Command, namespace: str | None, limit: float) -> _Reply:
         # Importing the privileged package builds the privsep context, so
         # it happens on first use, not when this module is imported.
         from conntrack_lib import boundary  # noqa: PLC0415 - lazy
@@ -211,7 +218,7 @@ class PrivsepExecutor(Configured):
         if namespace is not None:
             netns.validate_name(namespace)
         try:
-            return self._call(
+            reply: _Reply = self._call(
                 entry, _plain(command.to_primitive()), namespace, limit,
                 int(self.group.chunk_size), idempotent=kind in RETRYABLE_KINDS, limit=limit,
             )
@@ -220,6 +227,7 @@ class PrivsepExecutor(Configured):
             # daemon: no exit code reached finish(), so log it here.
             log_failure(err)
             raise
+        return reply
 
     def _call(
         self, entry: Any, *args: Any, idempotent: bool, limit: float | None = None
@@ -337,7 +345,7 @@ class _EventRun:
     """What the reading loop of one event stream needs (no link to the iterator)."""
 
     owner: PrivsepExecutor
-    command: Any
+    command: Command
     handle: str
     argv: tuple[str, ...]
     limit: float
@@ -354,7 +362,7 @@ class EventLines(Iterator[str]):
     other command's (:attr:`result` is then set).
     """
 
-    def __init__(self, owner: PrivsepExecutor, command: Any, namespace: str | None,
+    def __init__(self, owner: PrivsepExecutor, command: Command, namespace: str | None,
                  limit: float) -> None:
         from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
 
@@ -443,13 +451,13 @@ def _release_in_background(owner: PrivsepExecutor, handle: str) -> None:
     thread.start()
 
 
-def _name(entry: Any) -> str:
+def _name(entry: object) -> str:
     """Return the entrypoint's function name (privsep wraps it in a partial)."""
     func = entry.args[0] if isinstance(entry, functools.partial) and entry.args else entry
     return str(getattr(func, "__name__", repr(func)))
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     """Return ``value`` with mappings as dicts and sequences as lists (msgpack-safe)."""
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from oslo_config import cfg
 
+from conntrack_lib import commands, netns
 from conntrack_lib import exceptions as exc
-from conntrack_lib import netns
+from conntrack_lib.commands import Command, CreateCommand
 from conntrack_lib.executor_base import (
     Configured,
     delete_in_chunks,
@@ -22,6 +22,7 @@ from conntrack_lib.executor_base import (
     require_events,
     require_list,
 )
+from conntrack_lib.models import Entry
 from conntrack_lib.results import Result, finish, log_failure
 
 
@@ -42,10 +43,11 @@ class ProcessExecutor(Configured):
     def __repr__(self) -> str:
         return f"ProcessExecutor(binary={self.binary!r})"
 
-    def _execute_once(self, command: Any, namespace: str | None, limit: float) -> Result:
+    def _execute_once(self, command: Command, namespace: str | None, limit: float) -> Result:
         argv = netns.build_argv(command, self.binary, namespace)
-        stdin = command.stdin() if command.kind == "batch" else None
-        duration = float(command.duration) if command.kind == "events" else None
+        stdin = command.stdin() if isinstance(command, commands.BatchCommand) else None
+        duration = (float(command.duration) if isinstance(command, commands.EventsCommand)
+                    else None)
         started = time.monotonic()
         try:
             out = netns.run(argv, timeout=limit, stdin=stdin, duration=duration)
@@ -56,7 +58,7 @@ class ProcessExecutor(Configured):
                       started=started)
 
     def iter_lines(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
         """Run a list command and yield stdout lines as conntrack prints them.
 
@@ -77,7 +79,7 @@ class ProcessExecutor(Configured):
         return self._stream(command, argv, self.timeout_for(command, timeout))
 
     def iter_events(
-        self, command: Any, *, namespace: str | None = None, timeout: float | None = None
+        self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
         """Run an events command and yield its lines as conntrack prints them.
 
@@ -93,12 +95,12 @@ class ProcessExecutor(Configured):
         :raises InvalidArgumentError: for another command or a bad namespace.
         :raises CommandError: (from the iteration) when conntrack fails.
         """
-        require_events(command)
-        argv = netns.build_argv(command, self.binary, namespace)
-        limit = self.timeout_for(command, timeout)
-        return self._stream(command, argv, limit, float(command.duration))
+        events = require_events(command)
+        argv = netns.build_argv(events, self.binary, namespace)
+        limit = self.timeout_for(events, timeout)
+        return self._stream(events, argv, limit, float(events.duration))
 
-    def delete_flows(self, entries: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+    def delete_flows(self, entries: Sequence[Entry], *, namespace: str | None = None) -> list[int]:
         """Delete exact flows over ctnetlink; return one errno per flow.
 
         0 means deleted, 2 (ENOENT) already gone, anything else an error.
@@ -114,7 +116,8 @@ class ProcessExecutor(Configured):
         return delete_in_chunks(
             entries, lambda flows: netlink_socket.delete_flows(namespace, flows))
 
-    def create_flows(self, creates: Sequence[Any], *, namespace: str | None = None) -> list[int]:
+    def create_flows(self, creates: Sequence[CreateCommand], *,
+                     namespace: str | None = None) -> list[int]:
         """Create flows over ctnetlink (IPCTNL_MSG_CT_NEW); return one errno per flow.
 
         0 means created, 17 (EEXIST) exists already, anything else an error
@@ -136,7 +139,7 @@ class ProcessExecutor(Configured):
             creates, list, lambda chunk: netlink_socket.create_commands(namespace, chunk),
             "create")
 
-    def _stream(self, command: Any, argv: tuple[str, ...], limit: float,
+    def _stream(self, command: Command, argv: tuple[str, ...], limit: float,
                 duration: float | None = None) -> Iterator[str]:
         started = time.monotonic()
         stream = netns.LineStream(argv, timeout=limit, duration=duration)

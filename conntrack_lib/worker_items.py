@@ -19,6 +19,9 @@ from conntrack_lib import planner
 from conntrack_lib.models import Entry
 from conntrack_lib.planner import DeletePlan
 
+#: What a failed step names: exact flows, planned requests or filter dicts.
+Failed = Entry | planner.Request | Mapping[str, Any]
+
 ADDRESS_KEYS = ("src", "dst", "reply_src", "reply_dst")
 #: A failed batch of at most this many commands is rerun one command at a
 #: time to find the failing ones; a larger one is reported whole.
@@ -110,7 +113,7 @@ class Item:
         return False
 
 
-def failed_scopes(requests: Sequence[Any]) -> Scopes:
+def failed_scopes(requests: Sequence[Failed]) -> Scopes:
     """Return the address scopes of failed requests (every address if unsure)."""
     scopes: list[tuple[netaddr.IPNetwork | None, int | None]] = []
     for request in requests:
@@ -139,7 +142,7 @@ def isolatable(error: exc.CommandError, plan: DeletePlan) -> bool:
     return not systemic and plan.strategy == "cli" and 1 < count <= ISOLATE_MAX
 
 
-def describe(request: Any) -> str:
+def describe(request: Failed) -> str:
     """Return a request as text for a log line."""
     if isinstance(request, Entry | planner.Request):
         return str(request)
@@ -157,7 +160,7 @@ def check_positive(name: str, value: object) -> None:
 
 def typed_key(filters: Mapping[str, Any]) -> Hashable:
     """Return an identity that also tells ``1`` from ``True`` and ``"1"``."""
-    def typed(value: Any) -> Any:
+    def typed(value: object) -> object:
         if isinstance(value, list | tuple):
             return (type(value).__name__, tuple(typed(v) for v in value))
         if isinstance(value, dict | set):
@@ -166,7 +169,7 @@ def typed_key(filters: Mapping[str, Any]) -> Hashable:
     return tuple(sorted((k, typed(v)) for k, v in filters.items()))
 
 
-def network(name: str, value: Any) -> netaddr.IPNetwork:
+def network(name: str, value: object) -> netaddr.IPNetwork:
     """Return ``value`` as an IP network.
 
     :raises InvalidArgumentError: not an address or prefix, naming ``name``.

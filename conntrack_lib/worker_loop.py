@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from oslo_log import log as logging
 
@@ -22,6 +22,7 @@ from conntrack_lib import planner
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
 from conntrack_lib.worker_items import (
+    Failed,
     Item,
     Scopes,
     Waiter,
@@ -32,6 +33,8 @@ from conntrack_lib.worker_items import (
 )
 
 LOG = logging.getLogger(__name__)
+
+_Step = TypeVar("_Step", Entry, planner.Request)
 
 #: How many failed requests an error log line names.
 _LOGGED_REQUESTS = 10
@@ -123,7 +126,7 @@ class WorkerLoop:
         LOG.debug("deletion batch of %d filters and %d exact flows ran in %.3f s",
                   len(filters), len(entries), time.monotonic() - started)
 
-    def _step(self, action: Callable[[Any], None], requests: list[Any]) -> None:
+    def _step(self, action: Callable[[list[_Step]], None], requests: list[_Step]) -> None:
         try:
             action(requests)
         except Exception as error:  # reported below: logged, counted, on_error
@@ -167,7 +170,7 @@ class WorkerLoop:
         self._count(processes=plan.processes)
         self._count(deleted=self.helper.execute_plan(plan).deleted)
 
-    def _report_to_waiters(self, error: Exception, requests: list[Any]) -> None:
+    def _report_to_waiters(self, error: Exception, requests: Sequence[Failed]) -> None:
         scopes = failed_scopes(requests)
         with self._progress:
             tickets = [item.ticket for item in self._running]
@@ -178,7 +181,7 @@ class WorkerLoop:
             for name, value in increments.items():
                 self._stats[name] += value
 
-    def _report(self, error: Exception, requests: list[Any]) -> None:
+    def _report(self, error: Exception, requests: Sequence[Failed]) -> None:
         self._count(failed=len(requests))
         self._report_to_waiters(error, requests)
         # A batch's argv is only "-R -": name the requests so the log says what failed.
