@@ -1,14 +1,13 @@
 """Make every error of a privileged entrypoint able to cross the privsep wire.
 
-Pure code that the daemon imports: nothing here needs root.
-
 oslo.privsep sends an entrypoint's exception back as its class name and its
 ``args``, packed with msgpack.  When an argument cannot be packed (a set, a
 netaddr object, an int beyond 64 bits) the daemon's reply itself fails and
 the caller gets a bare ``TypeError`` that names neither the entrypoint nor
 the real error.  :func:`wire_safe` turns such an error into a
 :class:`~conntrack_lib.exceptions.CommandError` that names both, in the
-daemon, before oslo.privsep packs it.
+daemon, before oslo.privsep packs it.  Nothing here needs root: the
+entrypoints of ``conntrack_lib.privileged`` import it.
 """
 
 from __future__ import annotations

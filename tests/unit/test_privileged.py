@@ -336,12 +336,20 @@ def test_start_keeps_a_running_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     assert privileged.default.channel is sentinel
 
 
-def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any) -> None:
-    missing = str(tmp_path / "no-conntrack")
+@pytest.mark.parametrize("exists", [False, True], ids=["missing", "not-executable"])
+def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any,
+                                                             exists: bool) -> None:
+    # The stream path shares the one launcher: a binary that exists but
+    # cannot run is the same typed error, never a raw PermissionError.
+    binary = tmp_path / "no-conntrack"
+    if exists:
+        binary.write_text("#!/bin/sh\nexit 0\n")
+        binary.chmod(0o644)
     with pytest.raises(exc.ConntrackUnavailableError) as caught:
-        event_streams.spawn((missing, "-E"), 5.0, 1.0)
-    assert caught.value.exit_code == netns.EXIT_NOT_FOUND
-    assert missing in caught.value.stderr
+        event_streams.spawn((str(binary), "-E"), 5.0, 1.0)
+    expected = netns.EXIT_CANNOT_EXECUTE if exists else netns.EXIT_NOT_FOUND
+    assert caught.value.exit_code == expected
+    assert str(binary) in caught.value.stderr
 
 
 def test_events_start_through_the_one_launcher() -> None:
