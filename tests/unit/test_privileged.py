@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import pathlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -355,3 +358,23 @@ def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any,
 def test_events_start_through_the_one_launcher() -> None:
     source = inspect.getsource(event_streams)
     assert "subprocess.Popen(" not in source and "netns.launch(" in source
+
+
+def test_the_privileged_package_stays_small_and_exports_only_entrypoints() -> None:
+    # Privilege lives in one small room: the context, the entrypoints and the
+    # few lines of root-only work; checks and bookkeeping live outside.
+    package = pathlib.Path(privileged.__file__).parent
+    assert sum(len(path.read_text().splitlines()) for path in package.glob("*.py")) < 400
+    for name in ("conntrack", "events", "netlink"):
+        module = importlib.import_module(f"conntrack_lib.privileged.{name}")
+        public = [value for key, value in vars(module).items()
+                  if not key.startswith("_") and _defined_in(value, module.__name__)]
+        assert public, name
+        assert all(privileged.default.is_entrypoint(func) for func in public), name
+
+
+def _defined_in(value: object, module: str) -> bool:
+    """Tell whether ``value`` is a function of ``module`` (an entrypoint wraps one)."""
+    if isinstance(value, functools.partial) and value.args:
+        value = value.args[0]
+    return inspect.isfunction(value) and value.__module__ == module
