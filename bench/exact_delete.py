@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import Any
 
-from conntrack_lib import constants, netlink
+from conntrack_lib import constants, netlink, netlink_socket
 from conntrack_lib.privileged import netlink as priv
 from conntrack_lib.testing import namespaces
 
@@ -126,7 +126,7 @@ def bench_netlink(ns: str, table: list[dict[str, Any]], targets: list[dict[str, 
                   batch: int) -> float:
     refill(ns, table)
     started = time.perf_counter()
-    results = priv._delete_flows_impl(ns, targets, batch)
+    results = netlink_socket.delete_flows(ns, targets, batch)
     elapsed = time.perf_counter() - started
     assert results == [0] * len(targets), "netlink: not every flow was deleted"
     assert count(ns) == len(table) - len(targets)
@@ -141,7 +141,7 @@ def bench_privsep(ns: str, table: list[dict[str, Any]], targets: list[dict[str, 
     refill(ns, table)
     privileged.default.start(priv_context.Method.FORK)
     try:
-        priv.netlink_usable(ns)  # the daemon's start-up is not what we measure
+        priv.delete_flows(ns, [])  # the daemon's start-up is not what we measure
         started = time.perf_counter()
         results = priv.delete_flows(ns, targets)
         elapsed = time.perf_counter() - started
@@ -172,7 +172,7 @@ def pushback(ns: str, force: bool) -> tuple[int, int, int | None]:
     """Return (rcvbuf, largest batch fully acknowledged, smallest batch refused by send)."""
     fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sock = priv._run_in_namespace(fd, ns, lambda: _plain_socket(force))
+        sock = netlink_socket._run_in_namespace(fd, ns, lambda: _plain_socket(force))
     finally:
         os.close(fd)
     # Deletes of flows that do not exist: same ack size, nothing changes.
@@ -197,10 +197,10 @@ def pushback(ns: str, force: bool) -> tuple[int, int, int | None]:
 
 def _plain_socket(force: bool) -> socket.socket:
     if force:
-        return priv._new_socket()
+        return netlink_socket._new_socket()
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
     sock.bind((0, 0))
-    sock.setsockopt(priv.SOL_NETLINK, priv.NETLINK_CAP_ACK, 1)
+    sock.setsockopt(netlink_socket.SOL_NETLINK, netlink_socket.NETLINK_CAP_ACK, 1)
     sock.setblocking(False)
     return sock
 
@@ -223,7 +223,7 @@ def main() -> int:
     parser.add_argument("--table", type=int, default=20_000)
     parser.add_argument("--flows", type=int, default=10_000)
     parser.add_argument("--cli-sample", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=priv.DEFAULT_BATCH)
+    parser.add_argument("--batch", type=int, default=netlink_socket.DEFAULT_BATCH)
     parser.add_argument("--runs", type=int, default=3, help="runs of (a); best is kept")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -267,7 +267,7 @@ def report(ns: str, table: list[dict[str, Any]], targets: list[dict[str, Any]],
         print(f"socket buffers {'FORCE 4 MiB' if force else 'default    '} (SO_RCVBUF reads "
               f"{rcvbuf}): largest batch with every ack = {largest}; "
               f"send refused (EMSGSIZE) from {refused}; window used by the library = "
-              f"{max(1, min(priv.MAX_BATCH, rcvbuf // priv.ACK_TRUESIZE))}")
+              f"{max(1, min(netlink_socket.MAX_BATCH, rcvbuf // netlink_socket.ACK_TRUESIZE))}")
 
 
 if __name__ == "__main__":

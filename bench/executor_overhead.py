@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from bench import _common
-from conntrack_lib import commands, executor, netns, privileged
+from conntrack_lib import commands, daemon, executor, netns, privileged
 
 RUNS = int(os.environ.get("BENCH_RUNS", "200"))
 
@@ -57,7 +57,7 @@ def main() -> int:
                 "PrivsepExecutor (fork)": lambda: privsep.execute(count, namespace=ns),
             })
         finally:
-            executor._stop(privileged.default)
+            daemon.stop(privileged.default)
     base = figures["subprocess (direct)"]
     print(f"median of {RUNS} runs of `conntrack -C` (1,000 flows, own namespace)")
     for name, seconds in figures.items():

@@ -39,7 +39,7 @@ import tracemalloc
 from collections.abc import Callable
 
 from bench import _common
-from conntrack_lib import commands, executor, helper, netns, parser, privileged
+from conntrack_lib import commands, daemon, executor, helper, netns, parser, privileged
 from conntrack_lib.parser.fast import FAST_LINE_RE
 
 RATIO_TARGET = 2.0
@@ -154,7 +154,7 @@ def main() -> int:
             collector = _collector_share(reader.list_entries)
             peak, streamed = _peak_mb(lambda: sum(1 for _ in reader.iter_entries()))
         finally:
-            executor._stop(privileged.default)
+            daemon.stop(privileged.default)
     return _report(figures, collector, (listed, streamed, peak, len(text)))
 
 

@@ -1,7 +1,7 @@
 """Encode ctnetlink delete requests and decode the kernel's acknowledgements.
 
 This module is pure: it builds and reads bytes and opens no socket.  The
-socket work lives in :mod:`conntrack_lib.privileged.netlink`.
+socket work lives in :mod:`conntrack_lib.netlink_socket`.
 
 One request per flow: an ``nlmsghdr`` of type
 ``(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE`` with

@@ -4,7 +4,7 @@ This module is pure: it turns a validated
 :class:`~conntrack_lib.commands.CreateCommand` into primitives and into the
 body of one IPCTNL_MSG_CT_NEW request (``NLM_F_CREATE | NLM_F_EXCL``, so an
 existing flow answers EEXIST).  The socket work is shared with exact deletes
-in :mod:`conntrack_lib.privileged.netlink`.
+in :mod:`conntrack_lib.netlink_socket`.
 
 The body is the one ``conntrack -I`` sends (libnetfilter_conntrack's
 attribute order): the original and reply tuples, each with its

@@ -26,22 +26,35 @@ import itertools
 import threading
 import time
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
-import netaddr
 from oslo_log import log as logging
 
 from conntrack_lib import commands, planner
 from conntrack_lib import exceptions as exc
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.models import Entry
-from conntrack_lib.planner import DeletePlan
 from conntrack_lib.rules import (
     SecurityGroupRule,
     remote_ip_requests,
     rule_requests,
 )
+from conntrack_lib.worker_items import (  # ISOLATE_MAX: public, kept importable from here
+    ISOLATE_MAX,  # noqa: F401
+    DeletionFailedError,
+    Item,
+    QueueClosedError,
+    QueueFullError,
+    Scopes,
+    Waiter,
+    check_positive,
+    entry_scopes,
+    filter_scopes,
+    network,
+    typed_key,
+)
+from conntrack_lib.worker_loop import WorkerLoop
 
 LOG = logging.getLogger(__name__)
 
@@ -50,104 +63,13 @@ Request = Mapping[str, Any] | Entry
 #: Called from the worker thread with the error and the requests it hit.
 ErrorCallback = Callable[[BaseException, list[Request]], None]
 
-_ADDRESS_KEYS = ("src", "dst", "reply_src", "reply_dst")
-#: A failed batch of at most this many commands is rerun one command at a
-#: time to find the failing ones; a larger one is reported whole.
-ISOLATE_MAX = 100
-#: Errors that would fail every command alike: no point in isolating.
-_SYSTEMIC_ERRORS = (exc.NamespaceNotFoundError, exc.PermissionDeniedError,
-                    exc.ConntrackUnavailableError, exc.CommandTimeoutError)
 #: How many validated requests a queue remembers (then it starts afresh).
 _CHECKED_CACHE_SIZE = 65536
-#: How many failed requests an error log line names.
-_LOGGED_REQUESTS = 10
 _STAT_NAMES = ("enqueued", "coalesced", "batches", "processes", "deleted", "failed",
                "dropped")
 
 
-class QueueFullError(exc.ConntrackError):
-    """The deletion queue is full and the caller chose not to wait (longer)."""
-
-    def __init__(self, maxsize: int, pending: int = 0, timeout: float | None = None) -> None:
-        super().__init__(maxsize, pending, timeout)
-        self.maxsize = maxsize
-        self.pending = pending
-        self.timeout = timeout
-
-    def __str__(self) -> str:
-        waited = "" if self.timeout is None else f" after waiting {self.timeout}s"
-        return f"deletion queue full ({self.pending}/{self.maxsize} requests){waited}"
-
-
-class QueueClosedError(exc.ConntrackError):
-    """The deletion queue was stopped; it accepts no more requests."""
-
-    def __init__(self, reason: str = "deletion queue stopped") -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
-
-
-class DeletionFailedError(exc.ConntrackError):
-    """A deletion that :meth:`DeletionQueue.wait_for` waited on failed or was dropped.
-
-    The flows of ``ip`` it was meant to remove may still be present.
-    """
-
-    def __init__(self, ip: str, reason: str) -> None:
-        super().__init__(ip, reason)
-        self.ip = ip
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"deletion of flows of {self.ip} did not complete: {self.reason}"
-
-
-@dataclasses.dataclass
-class _Waiter:
-    """One wait_for call: what it waits on, and the first failure seen."""
-
-    target: netaddr.IPNetwork
-    tickets: frozenset[int]
-    failure: str | None = None
-
-
-#: Address networks a request names; None: no address filter (any address
-#: of the IP version given, or of both when None).
-_Scopes = tuple[tuple[netaddr.IPNetwork | None, int | None], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Item:
-    """What one enqueueing call asked for, with what wait_for needs."""
-
-    ticket: int
-    filters: tuple[planner.Request, ...] = ()
-    entries: tuple[Entry, ...] = ()
-    # Identities of the distinct requests, computed outside the queue's lock.
-    keys: frozenset[Hashable] = frozenset()
-    scopes: _Scopes = ()
-
-    @property
-    def size(self) -> int:
-        """Return how many requests this item holds."""
-        return len(self.filters) + len(self.entries)
-
-    def touches(self, target: netaddr.IPNetwork) -> bool:
-        """Tell whether deleting this item may remove flows of ``target``."""
-        for network, version in self.scopes:
-            if network is None:
-                if version in (None, target.version):
-                    return True
-            elif network.version == target.version and (
-                    target in network or network in target):
-                return True
-        return False
-
-
-class DeletionQueue:
+class DeletionQueue(WorkerLoop):
     """Run conntrack deletions in the background, merged and batched.
 
     :param helper: the :class:`~conntrack_lib.helper.ConntrackHelper` that
@@ -177,8 +99,8 @@ class DeletionQueue:
         on_error: ErrorCallback | None = None,
         block: bool = True,
     ) -> None:
-        _check_positive("maxsize", maxsize)
-        _check_positive("batch_max", batch_max)
+        check_positive("maxsize", maxsize)
+        check_positive("batch_max", batch_max)
         if not isinstance(linger, int | float) or isinstance(linger, bool) or linger < 0:
             raise exc.InvalidArgumentError("linger", linger, "must be a number >= 0")
         self.helper = helper
@@ -191,9 +113,9 @@ class DeletionQueue:
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)
         self._progress = threading.Condition(lock)
-        self._pending: collections.deque[_Item] = collections.deque()
+        self._pending: collections.deque[Item] = collections.deque()
         self._pending_size = 0
-        self._running: list[_Item] = []
+        self._running: list[Item] = []
         self._tickets = itertools.count(1)
         self._last_ticket = 0
         self._done_upto = 0
@@ -201,7 +123,7 @@ class DeletionQueue:
         self._thread: threading.Thread | None = None
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._checked: dict[Hashable, planner.Request] = {}
-        self._waiters: list[_Waiter] = []
+        self._waiters: list[Waiter] = []
 
     def __repr__(self) -> str:
         return (f"DeletionQueue(helper={self.helper!r}, maxsize={self.maxsize}, "
@@ -327,8 +249,8 @@ class DeletionQueue:
             commands.DeleteCommand.for_entry(flow)
         if not flows:
             return 0
-        scopes = tuple(scope for flow in flows for scope in _entry_scopes(flow))
-        return self._put(_Item(0, entries=flows, keys=frozenset(flows), scopes=scopes),
+        scopes = tuple(scope for flow in flows for scope in entry_scopes(flow))
+        return self._put(Item(0, entries=flows, keys=frozenset(flows), scopes=scopes),
                          block, timeout)
 
     def delete_by_remote_ips(self, zone: int | None, remote_ips: Iterable[str],
@@ -436,7 +358,7 @@ class DeletionQueue:
         if not requests:
             return 0
         scopes = tuple(scope for r in requests for scope in self._scopes(r))
-        return self._put(_Item(0, filters=tuple(requests), keys=frozenset(requests),
+        return self._put(Item(0, filters=tuple(requests), keys=frozenset(requests),
                                scopes=scopes), block, timeout)
 
     def _check(self, request: Mapping[str, Any]) -> planner.Request:
@@ -447,7 +369,7 @@ class DeletionQueue:
         """
         if not isinstance(request, Mapping):
             raise exc.InvalidArgumentError("request", request, "expected a mapping of filters")
-        typed = _typed_key({k: v for k, v in request.items() if v is not None})
+        typed = typed_key({k: v for k, v in request.items() if v is not None})
         known = self._checked.get(typed)
         if known is None:
             known = planner.Request.build(request)
@@ -457,10 +379,10 @@ class DeletionQueue:
         return known
 
     @staticmethod
-    def _scopes(request: planner.Request) -> _Scopes:
-        return tuple(_filter_scopes(request.filters))
+    def _scopes(request: planner.Request) -> Scopes:
+        return tuple(filter_scopes(request.filters))
 
-    def _put(self, item: _Item, block: bool | None, timeout: float | None) -> int:
+    def _put(self, item: Item, block: bool | None, timeout: float | None) -> int:
         wait = self.block if block is None else block
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_full:
@@ -529,12 +451,12 @@ class DeletionQueue:
             queued before this call failed, or was dropped by
             ``stop(drain=False)``: its flows may still be present.
         """
-        target = _network("ip", ip)
+        target = network("ip", ip)
         with self._progress:
             self._start_for_waiters()
             touching = frozenset(i.ticket for i in itertools.chain(self._running, self._pending)
                                  if i.touches(target))
-            waiter = _Waiter(target, touching)
+            waiter = Waiter(target, touching)
             self._waiters.append(waiter)
             try:
                 done = self._wait_done(max(touching, default=0), timeout)
@@ -543,17 +465,6 @@ class DeletionQueue:
         if waiter.failure is not None:
             raise DeletionFailedError(str(ip), waiter.failure)
         return done
-
-    def _fail_waiters(self, tickets: Iterable[int], scopes: _Scopes, reason: str) -> None:
-        """Tell the waiters on ``tickets`` whose address ``scopes`` touch that they failed.
-
-        Called with the lock held.
-        """
-        probe = _Item(0, scopes=scopes)
-        hit = frozenset(tickets)
-        for waiter in self._waiters:
-            if waiter.failure is None and waiter.tickets & hit and probe.touches(waiter.target):
-                waiter.failure = reason
 
     def _start_for_waiters(self) -> None:
         # Waiting on a queue nobody started would wait for ever: start it.
@@ -584,232 +495,6 @@ class DeletionQueue:
             counters = dict(self._stats)
             counters["pending"] = self._pending_size + sum(i.size for i in self._running)
         return counters
-
-    # -- the worker thread -----------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            try:
-                self._process(batch)
-            finally:
-                self._finish(batch)
-
-    def _next_batch(self) -> list[_Item] | None:
-        with self._not_empty:
-            while not self._pending:
-                if self._closed:
-                    return None
-                self._not_empty.wait()
-            self._linger()
-            if not self._pending:  # stop(drain=False) emptied it meanwhile
-                return None
-            batch = list(self._take())
-            self._running = batch
-            self._not_full.notify_all()
-            return batch
-
-    def _linger(self) -> None:
-        """Give producers ``linger`` seconds to fill the batch (lock held)."""
-        deadline = time.monotonic() + self.linger
-        while self._pending_size < self.batch_max and not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._not_empty.wait(remaining)
-
-    def _take(self) -> Iterator[_Item]:
-        """Pop items while the batch holds at most ``batch_max`` distinct requests.
-
-        Duplicates cost nothing once merged, so they ride along: a queue full
-        of the same few requests drains in one batch.
-        """
-        distinct: set[Hashable] = set()
-        while self._pending:
-            fresh = self._pending[0].keys - distinct
-            if distinct and len(distinct) + len(fresh) > self.batch_max:
-                return
-            item = self._pending.popleft()
-            self._pending_size -= item.size
-            distinct |= fresh
-            yield item
-
-    def _finish(self, batch: list[_Item]) -> None:
-        with self._progress:
-            self._running = []
-            self._done_upto = max(self._done_upto, batch[-1].ticket)
-            self._stats["batches"] += 1
-            self._progress.notify_all()
-
-    def _process(self, batch: list[_Item]) -> None:
-        filters = [f for item in batch for f in item.filters]
-        entries = [e for item in batch for e in item.entries]
-        started = time.monotonic()
-        if entries:
-            self._step(self._delete_exact, entries)
-        if filters:
-            self._step(self._delete_planned, filters)
-        LOG.debug("deletion batch of %d filters and %d exact flows ran in %.3f s",
-                  len(filters), len(entries), time.monotonic() - started)
-
-    def _step(self, action: Callable[[Any], None], requests: list[Any]) -> None:
-        try:
-            action(requests)
-        except Exception as error:  # reported below: logged, counted, on_error
-            self._report(error, requests)
-
-    def _delete_exact(self, entries: list[Entry]) -> None:
-        unique = list(dict.fromkeys(entries))
-        self._count(coalesced=len(entries) - len(unique))
-        try:
-            deleted = self.helper.delete_flows(unique)
-        except Exception as error:  # reported: logged, counted, on_error
-            self._report(error, unique)
-            return
-        self._count(deleted=deleted)
-
-    def _delete_planned(self, filters: list[planner.Request]) -> None:
-        unique = list(dict.fromkeys(filters))
-        plan = self.helper.plan_deletes(unique)
-        merged = _commands_of(plan)
-        self._count(coalesced=len(filters) - len(merged), processes=plan.processes)
-        try:
-            report = self.helper.execute_plan(plan)
-        except Exception as error:  # reported: logged, counted, on_error
-            if isinstance(error, exc.CommandError) and _isolatable(error, plan):
-                self._isolate(error, merged)
-            else:
-                self._report(error, merged)
-            return
-        self._count(deleted=report.deleted)
-
-    def _isolate(self, error: exc.CommandError, merged: list[planner.Request]) -> None:
-        # One bad line aborts a whole -R batch: rerun each command alone so
-        # the innocent ones still run and only the guilty are reported.
-        LOG.warning("conntrack deletion batch of %d commands failed (%s); "
-                    "running them one by one", len(merged), error)
-        for request in merged:
-            self._step(self._delete_alone, [request])
-
-    def _delete_alone(self, requests: list[planner.Request]) -> None:
-        plan = self.helper.plan_deletes(requests)
-        self._count(processes=plan.processes)
-        self._count(deleted=self.helper.execute_plan(plan).deleted)
-
-    def _report_to_waiters(self, error: Exception, requests: list[Any]) -> None:
-        scopes = _failed_scopes(requests)
-        with self._progress:
-            tickets = [item.ticket for item in self._running]
-            self._fail_waiters(tickets, scopes, f"{type(error).__name__}: {error}")
-
-    def _count(self, **increments: int) -> None:
-        with self._not_empty:
-            for name, value in increments.items():
-                self._stats[name] += value
-
-    def _report(self, error: Exception, requests: list[Any]) -> None:
-        self._count(failed=len(requests))
-        self._report_to_waiters(error, requests)
-        # A batch's argv is only "-R -": name the requests so the log says what failed.
-        shown = ", ".join(_describe(r) for r in requests[:_LOGGED_REQUESTS])
-        more = f" and {len(requests) - _LOGGED_REQUESTS} more" if (
-            len(requests) > _LOGGED_REQUESTS) else ""
-        # on_error hands the error to the caller, who decides how loud it
-        # is; without a callback only the counters would know: say it here.
-        level = logging.DEBUG if self.on_error is not None else logging.WARNING
-        unseen = "" if self.on_error is not None else " (no on_error callback)"
-        if isinstance(error, exc.CommandError):
-            LOG.log(level, "conntrack deletion of %d requests failed%s: %s exited %s: %s "
-                    "(requests: %s%s)", len(requests), unseen, " ".join(map(str, error.cmd)),
-                    error.exit_code, error.stderr.strip(), shown, more)
-        else:
-            LOG.log(level, "conntrack deletion of %d requests failed%s: %r (requests: %s%s)",
-                    len(requests), unseen, error, shown, more, exc_info=error)
-        if self.on_error is None:
-            return
-        try:
-            # Callers get filter dicts (or entries), not the internal request type.
-            self.on_error(error, [r.filters if isinstance(r, planner.Request) else r
-                                  for r in requests])
-        except Exception:  # the callback must not kill the worker
-            LOG.warning("on_error callback of the deletion queue raised; ignored so the "
-                        "worker keeps running", exc_info=True)
-
-
-def _failed_scopes(requests: Sequence[Any]) -> _Scopes:
-    """Return the address scopes of failed requests (every address if unsure)."""
-    scopes: list[tuple[netaddr.IPNetwork | None, int | None]] = []
-    for request in requests:
-        try:
-            if isinstance(request, Entry):
-                scopes.extend(_entry_scopes(request))
-            elif isinstance(request, planner.Request):
-                scopes.extend(_filter_scopes(request.filters))
-            else:
-                scopes.extend(_filter_scopes(request))
-        except (exc.InvalidArgumentError, AttributeError, TypeError):
-            return ((None, None),)
-    return tuple(scopes)
-
-
-def _commands_of(plan: DeletePlan) -> list[planner.Request]:
-    """Return the requests a plan runs, whole zones included."""
-    zones = [planner.Request((("zone", zone),)) for zone in plan.zone_wide]
-    return zones + list(plan.requests) + list(plan.cli_requests) + list(plan.filtered)
-
-
-def _isolatable(error: exc.CommandError, plan: DeletePlan) -> bool:
-    """Tell whether rerunning a failed plan's commands one by one can help."""
-    systemic = isinstance(error, _SYSTEMIC_ERRORS)
-    count = len(_commands_of(plan))
-    return not systemic and plan.strategy == "cli" and 1 < count <= ISOLATE_MAX
-
-
-def _describe(request: Any) -> str:
-    if isinstance(request, Entry | planner.Request):
-        return str(request)
-    return " ".join(f"{k}={v}" for k, v in request.items()) or "everything"
-
-
-def _check_positive(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise exc.InvalidArgumentError(name, value, "must be a positive integer")
-
-
-def _typed_key(filters: Mapping[str, Any]) -> Hashable:
-    """Return an identity that also tells ``1`` from ``True`` and ``"1"``."""
-    def typed(value: Any) -> Any:
-        if isinstance(value, list | tuple):
-            return (type(value).__name__, tuple(typed(v) for v in value))
-        if isinstance(value, dict | set):
-            return (type(value).__name__, repr(value))  # unhashable: never equal by accident
-        return (type(value).__name__, value)
-    return tuple(sorted((k, typed(v)) for k, v in filters.items()))
-
-
-def _network(name: str, value: Any) -> netaddr.IPNetwork:
-    try:
-        return netaddr.IPNetwork(str(value))
-    except (netaddr.AddrFormatError, ValueError, TypeError) as err:
-        raise exc.InvalidArgumentError(name, value, "not an IP address or prefix") from err
-
-
-_VERSION_OF_FAMILY = {"ipv4": 4, "ipv6": 6}
-
-
-def _filter_scopes(filters: Mapping[str, Any]) -> list[tuple[netaddr.IPNetwork | None,
-                                                             int | None]]:
-    networks = [_network(k, filters[k]) for k in _ADDRESS_KEYS if k in filters]
-    if networks:
-        return [(net, net.version) for net in networks]
-    return [(None, _VERSION_OF_FAMILY.get(str(filters.get("family"))))]
-
-
-def _entry_scopes(entry: Entry) -> list[tuple[netaddr.IPNetwork, int]]:
-    addresses = {entry.original.src, entry.original.dst, entry.reply.src, entry.reply.dst}
-    return [(netaddr.IPNetwork(a), a.version) for a in addresses]
 
 
 __all__ = ["DeletionFailedError", "DeletionQueue", "QueueClosedError", "QueueFullError",

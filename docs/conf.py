@@ -108,6 +108,11 @@ nitpick_ignore = [
     ("py:class", "cliff.formatters.value.ValueFormatter"),
     ("py:class", "cliff.formatters.table.TableFormatter"),
     ("py:class", "cliff.formatters.shell.ShellFormatter"),
+    # The type variable of a decorator's signature has no page of its own.
+    ("py:class", "conntrack_lib.wire_errors._F"),
+    # threading.Lock is a factory; Python's inventory has no entry for the
+    # class of the objects it returns.
+    ("py:class", "_thread.allocate_lock"),
 ]
 
 # Type aliases, shown by name (each is documented in api.rst).

@@ -24,8 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from conntrack_lib import netlink  # noqa: E402 - needs ROOT on the path
-from conntrack_lib.privileged import netlink as priv_netlink  # noqa: E402
+from conntrack_lib import netlink, netlink_socket  # noqa: E402 - needs ROOT on the path
 from tests.functional import netns  # noqa: E402
 
 _NO_ICMP = {"icmp_type": None, "icmp_code": None, "icmp_id": None}
@@ -86,7 +85,7 @@ def cli_request_bytes(ns: str, args: list[str], message: str, *,
 
 def kernel_exchange(ns: str, body: bytes) -> tuple[bytes, bytes, bytes]:
     """Send one delete twice inside ``ns``; return the request and both acks."""
-    with priv_netlink._open_socket(ns) as sock:
+    with netlink_socket.open_socket(ns) as sock:
         sock.setblocking(True)
         request = netlink.encode_message(body, 1)
         sock.send(request)

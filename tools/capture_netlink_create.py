@@ -22,8 +22,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from capture_netlink import cli_request_bytes, write_sample  # noqa: E402 - needs tools/ on the path
 
-from conntrack_lib import commands, netlink, netlink_create  # noqa: E402
-from conntrack_lib.privileged import netlink as priv_netlink  # noqa: E402
+from conntrack_lib import commands, netlink, netlink_create, netlink_socket  # noqa: E402
 from tests.functional import netns  # noqa: E402
 
 #: name -> CreateCommand keywords.
@@ -58,7 +57,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
 
 def kernel_answers(ns: str, body: bytes) -> tuple[bytes, bytes, bytes]:
     """Send one create twice inside ``ns``; return the request and both acks."""
-    with priv_netlink._open_socket(ns) as sock:
+    with netlink_socket.open_socket(ns) as sock:
         sock.setblocking(True)
         request = netlink.encode_message(body, 1, netlink_create.MSG_CT_NEW,
                                          netlink_create.CREATE_FLAGS)

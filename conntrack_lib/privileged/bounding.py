@@ -9,7 +9,7 @@ two the daemon needs and nothing more.
 The bounding set can only shrink, only with CAP_SETPCAP, and only for the
 calling thread and the threads and processes it creates later.  So it is
 dropped once, in the daemon's first thread, before the daemon drops its own
-privileges and before it starts any thread: by :func:`_serve` for a forked
+privileges and before it starts any thread: by ``conntrack_lib.daemon._serve`` for a forked
 daemon and by :func:`helper_main` (the ``conntrack-lib-privsep-helper``
 command) for a daemon started through sudo or rootwrap.
 """

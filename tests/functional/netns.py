@@ -8,11 +8,21 @@ host's own conntrack table.
 
 from __future__ import annotations
 
+import errno
 import functools
 import subprocess
 from collections.abc import Sequence
 
-from conntrack_lib import capabilities, commands, constants, executor, netlink_create, planner
+from conntrack_lib import (
+    capabilities,
+    commands,
+    constants,
+    executor,
+    netlink,
+    netlink_create,
+    netlink_socket,
+    planner,
+)
 from conntrack_lib import exceptions as exc
 from conntrack_lib.testing import namespaces
 
@@ -27,6 +37,28 @@ add = namespaces.add_namespace
 delete = namespaces.delete_namespace
 #: ``namespace(prefix="ctlt")``: yield a fresh namespace's name, remove it afterwards.
 namespace = namespaces.throwaway_namespace
+
+
+#: The flow the probe looks up (a GET, never a delete): udp between two
+#: documentation addresses with port 0 in zone 65535.
+PROBE_FLOW = {
+    "family": constants.IPV4, "protonum": 17, "src": "192.0.2.1", "dst": "192.0.2.2",
+    "sport": 0, "dport": 0, "icmp_type": None, "icmp_code": None, "icmp_id": None,
+    "zone": constants.MAX_CONNTRACK_ZONE_ID,
+}
+
+
+def netlink_answers(name: str | None) -> bool:
+    """Tell whether ctnetlink answers an exact lookup in namespace ``name``."""
+    body = netlink.encode_body(netlink.validate_flow(PROBE_FLOW))
+    try:
+        with netlink_socket.open_socket(name) as sock:
+            sock.send(netlink.encode_message(body, 1, netlink.MSG_CT_GET))
+            acks = netlink_socket.read_acks(sock, 1)
+    except (OSError, exc.CommandError):
+        return False
+    # ENOENT: lookups work and the flow is absent; EPERM and the like: no.
+    return bool(acks) and acks[0].errno in (0, errno.ENOENT)
 
 
 def run(ns: str, args: Sequence[str], *, stdin: str | None = None,

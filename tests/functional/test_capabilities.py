@@ -20,7 +20,8 @@ import pytest
 from oslo_config import cfg
 
 import conntrack_lib
-from conntrack_lib import ConntrackHelper, commands, executor, opts, privileged
+from conntrack_lib import ConntrackHelper, commands, opts, privileged
+from conntrack_lib.daemon import stop as stop_daemon
 from conntrack_lib.executor import PrivsepExecutor
 from conntrack_lib.privileged import bounding
 
@@ -61,7 +62,7 @@ def _find_child(marker: str, deadline: float) -> int:
 def daemon(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Start the daemon each way in turn; stop it afterwards."""
     opts.register_opts(cfg.CONF)
-    executor._stop(privileged.default)
+    stop_daemon(privileged.default)
     if request.param == "helper":
         assert os.access(HELPER, os.X_OK), f"{HELPER} missing: reinstall the package"
         monkeypatch.setenv("PYTHONPATH", str(ROOT))
@@ -69,7 +70,7 @@ def daemon(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     try:
         yield str(request.param)
     finally:
-        executor._stop(privileged.default)
+        stop_daemon(privileged.default)
         cfg.CONF.clear_override("helper_command", group=opts.PRIVSEP_SECTION)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import ConntrackHelper, executor, opts, privileged
+from conntrack_lib import ConntrackHelper, daemon, executor, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
@@ -20,11 +20,11 @@ from conntrack_lib.privileged import conntrack as priv
 @pytest.fixture
 def forked() -> Iterator[executor.PrivsepExecutor]:
     opts.register_opts(cfg.CONF)
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
     try:
         yield executor.PrivsepExecutor()
     finally:
-        executor._stop(privileged.default)
+        daemon.stop(privileged.default)
         cfg.CONF.clear_override("chunk_size", group=opts.GROUP)
 
 
@@ -47,7 +47,7 @@ def test_abandoned_listings_leave_no_spool_and_never_evict(
                            for i in range(50)])
     live = helper.iter_entries()
     first = next(live)
-    for _ in range(3 * priv.MAX_SPOOLS):
+    for _ in range(3 * priv._spools.max_spools):
         abandoned = helper.iter_entries()
         next(abandoned)  # stopped inside the first chunk
         del abandoned
@@ -62,7 +62,7 @@ def _room_for_all(helper: ConntrackHelper) -> bool:
     while True:
         held = []
         try:
-            for _ in range(priv.MAX_SPOOLS):
+            for _ in range(priv._spools.max_spools):
                 listing = helper.iter_entries()
                 next(listing)
                 held.append(listing)

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import ConntrackHelper, commands, executor, opts, privileged
+from conntrack_lib import (
+    ConntrackHelper,
+    commands,
+    daemon,
+    event_streams,
+    executor,
+    opts,
+    privileged,
+)
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Event
 from conntrack_lib.privileged import conntrack as priv
@@ -43,12 +51,12 @@ def _create_later(helper: ConntrackHelper, count: int, delay: float) -> threadin
 def run(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Yield each executor; the forked daemon is stopped afterwards."""
     opts.register_opts(cfg.CONF)
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
     try:
         yield (executor.PrivsepExecutor() if request.param == "fork"
                else executor.ProcessExecutor())
     finally:
-        executor._stop(privileged.default)
+        daemon.stop(privileged.default)
 
 
 def test_events_of_new_flows_arrive_typed(run: Any, ns: str) -> None:
@@ -66,7 +74,7 @@ def test_events_of_new_flows_arrive_typed(run: Any, ns: str) -> None:
 
 
 def test_closing_the_stream_stops_the_capture(ns: str) -> None:
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
     helper = ConntrackHelper(namespace=ns, executor=executor.PrivsepExecutor())
     stream = helper.events(duration=600)
     _create_later(helper, 1, 0.3).join(10)
@@ -75,7 +83,7 @@ def test_closing_the_stream_stops_the_capture(ns: str) -> None:
     # The daemon holds no stream any more: a new one starts at once.
     again = helper.events(duration=0.5)
     assert list(again) == []
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
 
 
 # -- memory bound, with a child that never stops printing --------------------
@@ -114,14 +122,14 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
         time.sleep(0.5)
         assert _cpu_ticks(stream.proc.pid) == ticks, "the child kept running unread"
         tracemalloc.reset_peak()
-        sizes = [len(priv_events.read_events(handle, priv_events.MAX_READ)[0])
+        sizes = [len(priv_events.read_events(handle, event_streams.MAX_READ)[0])
                  for _ in range(50)]
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert max(sizes) <= priv_events.MAX_READ and sum(sizes) > priv_events.MAX_READ
+    assert max(sizes) <= event_streams.MAX_READ and sum(sizes) > event_streams.MAX_READ
     # One piece in flight (bytes, then str) is all the daemon holds.
-    assert peak < 3 * priv_events.MAX_READ + 256 * 1024, peak
+    assert peak < 3 * event_streams.MAX_READ + 256 * 1024, peak
     assert priv_events.stop_events(handle) is True
     with pytest.raises(exc.OutputUnavailableError, match="not running"):
         priv_events.read_events(handle, 10)
@@ -130,7 +138,7 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
 def test_stream_count_is_bounded(flood: None) -> None:
     watch = commands.EventsCommand(duration=60).to_primitive()
     handles = [priv_events.start_events(watch, None, 120)[0]
-               for _ in range(priv_events.MAX_STREAMS)]
+               for _ in range(event_streams.MAX_STREAMS)]
     with pytest.raises(exc.OutputUnavailableError, match="event streams"):
         priv_events.start_events(watch, None, 120)
     assert all(priv_events.stop_events(h) for h in handles)

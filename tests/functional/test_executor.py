@@ -20,7 +20,7 @@ import pytest
 from oslo_config import cfg
 
 import conntrack_lib
-from conntrack_lib import commands, executor, opts, privileged
+from conntrack_lib import commands, daemon, executor, opts, privileged
 from conntrack_lib import exceptions as exc
 from tests.functional import netns
 
@@ -64,7 +64,7 @@ def conntrack_binary() -> str:
 
 
 def stop_daemon() -> None:
-    executor._stop(privileged.default)
+    daemon.stop(privileged.default)
 
 
 def daemon_pid() -> int:
@@ -110,7 +110,7 @@ def kill_daemon() -> int:
     # The thread-group leader turns zombie before the last thread has closed
     # the socket: wait until the client sees the loss, as it would between
     # two calls (a death during a call is covered by the unit tests).
-    while executor._alive(privileged.default.channel):
+    while daemon.alive(privileged.default.channel):
         assert time.monotonic() < deadline, "client did not notice the daemon's death"
         time.sleep(0.01)
     return pid

@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import commands, executor, opts, privileged
+from conntrack_lib import commands, executor, netlink_socket, opts, privileged
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns as lib_netns
+from conntrack_lib.daemon import alive as daemon_alive
 from conntrack_lib.helper import ConntrackHelper
-from conntrack_lib.privileged import netlink as priv_netlink
 from conntrack_lib.worker import DeletionQueue
 from conntrack_lib.zones import FileZoneStore, ZoneAllocator
 from tests.functional import leaks, netns
@@ -115,7 +115,7 @@ def stop_and_reap_daemon() -> None:
     zombie of this process: reaping it here keeps tests independent.
     """
     channel = privileged.default.channel
-    pid = daemon_pid() if executor._alive(channel) else None
+    pid = daemon_pid() if daemon_alive(channel) else None
     stop_daemon()
     if pid is not None:
         reap(pid)
@@ -254,7 +254,7 @@ def test_daemon_killed_mid_batch(fns: str, daemon: None, watch: Watch,
     # pytest keeps every log record of a test, and a warning's arguments
     # include the OSError whose traceback holds the dead channel's socket:
     # silence the executor's log so that only the library can keep it open.
-    monkeypatch.setattr(logging.getLogger("conntrack_lib.executor"), "disabled", True)
+    monkeypatch.setattr(logging.getLogger("conntrack_lib.privsep_executor"), "disabled", True)
     run = executor.PrivsepExecutor()
     assert run.execute(commands.CountCommand(), namespace=fns).count == 0
     first = daemon_pid()
@@ -309,7 +309,7 @@ def test_daemon_killed_mid_capture_leaves_no_conntrack_behind(fns: str, daemon: 
                                                               ) -> None:
     # conntrack -E never ends by itself: without PR_SET_PDEATHSIG it would
     # run as root for ever after the daemon died, pinning the namespace.
-    monkeypatch.setattr(logging.getLogger("conntrack_lib.executor"), "disabled", True)
+    monkeypatch.setattr(logging.getLogger("conntrack_lib.privsep_executor"), "disabled", True)
     run = executor.PrivsepExecutor()
     assert run.execute(commands.CountCommand(), namespace=fns).count == 0
     first = daemon_pid()
@@ -458,9 +458,9 @@ def test_enobufs_during_a_large_exact_delete(fns: str, watch: Watch,
     entries = helper.list_entries()
     assert len(entries) == EXACT_FLOWS
 
-    grow = priv_netlink._grow_buffer
+    grow = netlink_socket._grow_buffer
     overruns = []
-    read_acks = priv_netlink._read_acks
+    read_acks = netlink_socket.read_acks
 
     def tiny_receive_buffer(sock: socket.socket, force: int, option: int) -> None:
         if option == socket.SO_RCVBUF:
@@ -474,10 +474,10 @@ def test_enobufs_during_a_large_exact_delete(fns: str, watch: Watch,
             overruns.append(expected - len(acks))
         return acks
 
-    monkeypatch.setattr(priv_netlink, "_grow_buffer", tiny_receive_buffer)
+    monkeypatch.setattr(netlink_socket, "_grow_buffer", tiny_receive_buffer)
     # A window sized as if acknowledgements were free overruns the buffer.
-    monkeypatch.setattr(priv_netlink, "ACK_TRUESIZE", 1)
-    monkeypatch.setattr(priv_netlink, "_read_acks", counting_read_acks)
+    monkeypatch.setattr(netlink_socket, "ACK_TRUESIZE", 1)
+    monkeypatch.setattr(netlink_socket, "read_acks", counting_read_acks)
     deleted = helper.delete_flows(entries)
 
     assert overruns, "the kernel never dropped an acknowledgement: no ENOBUFS was staged"

@@ -19,15 +19,16 @@ from tests.functional import netns
 _PROBE = """
 import sys
 from conntrack_lib import exceptions, netns
-from conntrack_lib.privileged import netlink
+from conntrack_lib import netlink_socket
+from tests.functional import netns as helpers
 name = sys.argv[1]
 flow = {"family": "ipv4", "protonum": 17, "src": "10.0.0.1", "dst": "10.0.0.2",
         "sport": 1, "dport": 2, "icmp_type": None, "icmp_code": None,
         "icmp_id": None, "zone": 0}
 outcomes = []
-outcomes.append("probe=" + str(netlink._netlink_usable_impl(name)))
+outcomes.append("probe=" + str(helpers.netlink_answers(name)))
 try:
-    netlink._delete_flows_impl(name, [flow])
+    netlink_socket.delete_flows(name, [flow])
     outcomes.append("delete=ran")
 except exceptions.NamespaceNotFoundError:
     outcomes.append("delete=refused")

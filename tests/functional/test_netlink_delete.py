@@ -1,7 +1,7 @@
 """Exact-flow deletes over ctnetlink against the real kernel, in namespaces.
 
 Tables are filled with ``conntrack -R -`` inside throwaway namespaces; the
-deletes go through :func:`conntrack_lib.privileged.netlink._delete_flows_impl`
+deletes go through :func:`conntrack_lib.netlink_socket.delete_flows`
 (and once through a privsep daemon started by fork).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conntrack_lib import exceptions, netlink
+from conntrack_lib import exceptions, netlink, netlink_socket
 from conntrack_lib.privileged import netlink as priv
 from tests.functional import netns
 
@@ -105,24 +105,24 @@ def test_deletes_existing_and_reports_missing(ns: str) -> None:
     keep = make_flow("ipv4", 17, 100, 0)
     fill(ns, [keep])
     absent = make_flow("ipv4", 17, 200, 0)
-    results = priv._delete_flows_impl(ns, [*flows, absent])
+    results = netlink_socket.delete_flows(ns, [*flows, absent])
     assert results == [0] * len(flows) + [errno.ENOENT]
     remaining = netns.table(ns)
     assert len(remaining) == 1
     assert f"src={keep['src']} dst={keep['dst']} " in remaining[0]
     # Deleting again finds nothing.
-    assert priv._delete_flows_impl(ns, flows[:2]) == [errno.ENOENT] * 2
+    assert netlink_socket.delete_flows(ns, flows[:2]) == [errno.ENOENT] * 2
 
 
 def test_wrong_zone_is_not_found_and_leaves_the_flow(ns: str) -> None:
     zoned = make_flow("ipv4", 6, 1, 5)
     default = make_flow("ipv6", 17, 2, 0)
     fill(ns, [zoned, default])
-    results = priv._delete_flows_impl(
+    results = netlink_socket.delete_flows(
         ns, [{**zoned, "zone": 6}, {**zoned, "zone": 0}, {**default, "zone": 5}])
     assert results == [errno.ENOENT] * 3
     assert count(ns) == 2
-    assert priv._delete_flows_impl(ns, [zoned, default]) == [0, 0]
+    assert netlink_socket.delete_flows(ns, [zoned, default]) == [0, 0]
     assert count(ns) == 0
 
 
@@ -131,17 +131,17 @@ def test_wrong_family(ns: str) -> None:
     fill(ns, [v4])
     mapped = {**v4, "family": "ipv6", "src": "::ffff:" + v4["src"],
               "dst": "::ffff:" + v4["dst"]}
-    assert priv._delete_flows_impl(ns, [mapped]) == [errno.ENOENT]
+    assert netlink_socket.delete_flows(ns, [mapped]) == [errno.ENOENT]
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._delete_flows_impl(ns, [{**v4, "family": "ipv6"}])
+        netlink_socket.delete_flows(ns, [{**v4, "family": "ipv6"}])
     assert count(ns) == 1
 
 
 def test_missing_namespace_is_an_error_and_is_not_created() -> None:
     name = netns.unique_name("ctlt-absent")
     with pytest.raises(exceptions.NamespaceNotFoundError):
-        priv._delete_flows_impl(name, [make_flow("ipv4", 17, 1, 0)])
-    assert priv._netlink_usable_impl(name) is False
+        netlink_socket.delete_flows(name, [make_flow("ipv4", 17, 1, 0)])
+    assert netns.netlink_answers(name) is False
     assert not os.path.exists(f"/run/netns/{name}")
 
 
@@ -150,14 +150,14 @@ def test_only_the_named_namespace_is_touched(ns: str, ns2: str) -> None:
     fill(ns, flows)
     fill(ns2, flows)
     before = current_netns()
-    assert priv._delete_flows_impl(ns, flows) == [0] * 20
+    assert netlink_socket.delete_flows(ns, flows) == [0] * 20
     assert current_netns() == before
     assert count(ns) == 0
     assert count(ns2) == 20
 
 
 def test_probe_says_usable(ns: str) -> None:
-    assert priv._netlink_usable_impl(ns) is True
+    assert netns.netlink_answers(ns) is True
 
 
 def test_large_batch_of_50000_in_one_call(ns: str) -> None:
@@ -165,7 +165,7 @@ def test_large_batch_of_50000_in_one_call(ns: str) -> None:
     fill(ns, flows)
     assert count(ns) == 50_000
     started = time.monotonic()
-    results = priv._delete_flows_impl(ns, flows, batch_size=1000)
+    results = netlink_socket.delete_flows(ns, flows, batch_size=1000)
     elapsed = time.monotonic() - started
     assert results == [0] * 50_000
     assert count(ns) == 0
@@ -176,7 +176,7 @@ def test_large_batch_of_50000_in_one_call(ns: str) -> None:
 def test_small_batches_give_the_same_answers(ns: str) -> None:
     flows = [make_flow("ipv6", 6, n, n % 3) for n in range(300)]
     fill(ns, flows[::2])
-    results = priv._delete_flows_impl(ns, flows, batch_size=7)
+    results = netlink_socket.delete_flows(ns, flows, batch_size=7)
     assert results == [0, errno.ENOENT] * 150
     assert count(ns) == 0
 
@@ -194,7 +194,7 @@ def load_sample(path: pathlib.Path) -> dict[str, Any]:
 def test_stored_bytes_still_delete_on_this_kernel(ns: str, path: pathlib.Path) -> None:
     sample = load_sample(path)
     fill(ns, [sample["flow"]])
-    sock = priv._open_socket(ns)
+    sock = netlink_socket.open_socket(ns)
     with sock:
         sock.setblocking(True)
         sock.send(sample["request"])
@@ -225,7 +225,7 @@ def test_same_result_as_the_cli(ns: str, ns2: str, seed: int) -> None:
     chosen = rng.sample(flows, 150)
     # Plus flows that exist only in another zone: both paths must skip them.
     chosen += [{**f, "zone": (f["zone"] + 1) % 65536} for f in rng.sample(flows, 20)]
-    results = priv._delete_flows_impl(ns, chosen)
+    results = netlink_socket.delete_flows(ns, chosen)
     assert results.count(0) == 150
     delete_lines = "".join(" ".join(["-D", *tuple_args(f)]) + "\n" for f in chosen)
     netns.load(ns2, delete_lines)
@@ -246,7 +246,6 @@ def test_through_a_forked_privsep_daemon(ns: str) -> None:
         # With a channel, entrypoint calls are sent to the forked daemon.
         assert privileged.default.channel is not None
         results = priv.delete_flows(ns, [*flows[:60], make_flow("ipv4", 17, 999, 4)])
-        usable = priv.netlink_usable(ns)
         with pytest.raises(exceptions.NamespaceNotFoundError):
             priv.delete_flows(netns.unique_name("ctlt-absent"), flows[:1])
         with pytest.raises(exceptions.InvalidArgumentError):
@@ -254,18 +253,17 @@ def test_through_a_forked_privsep_daemon(ns: str) -> None:
     finally:
         privileged.default.stop()
     assert list(results) == [0] * 60 + [errno.ENOENT]
-    assert usable is True
     assert count(ns) == 40
 
 
 def test_socket_is_bound_to_the_namespace(ns: str) -> None:
-    sock = priv._open_socket(ns)
+    sock = netlink_socket.open_socket(ns)
     with sock:
         flow = make_flow("ipv4", 17, 1, 2)
         fill(ns, [flow])
         body = netlink.encode_body(netlink.validate_flow(flow))
         # Used from this (the host's) thread, it still reaches the namespace.
-        assert priv._exchange(sock, [body], 10) == [0]
+        assert netlink_socket._exchange(sock, [body], 10) == [0]
         assert sock.family == socket.AF_NETLINK
     assert count(ns) == 0
 
@@ -275,18 +273,18 @@ def test_recovers_when_the_kernel_drops_acks(ns: str, monkeypatch: pytest.Monkey
     fill(ns, flows[:2000])
     fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sock = priv._run_in_namespace(fd, ns, lambda: socket.socket(
+        sock = netlink_socket._run_in_namespace(fd, ns, lambda: socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER))
     finally:
         os.close(fd)
     # A default-sized receive buffer and a window sized as if acks were free:
     # the kernel must drop acks (ENOBUFS) and the exchange must recover.
-    monkeypatch.setattr(priv, "ACK_TRUESIZE", 1)
+    monkeypatch.setattr(netlink_socket, "ACK_TRUESIZE", 1)
     with sock:
         sock.bind((0, 0))
         sock.setblocking(False)
         bodies = [netlink.encode_body(netlink.validate_flow(f)) for f in flows]
-        results = priv._exchange(sock, bodies, 2000)
+        results = netlink_socket._exchange(sock, bodies, 2000)
     assert count(ns) == 0
     assert set(results[:2000]) <= {0, errno.ENOENT}
     # Flows that existed but answer ENOENT were re-sent after a lost ack:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from conntrack_lib import executor, privileged
+from conntrack_lib import daemon, privileged
 from conntrack_lib.executor import PrivsepExecutor, ProcessExecutor
 from conntrack_lib.helper import ConntrackHelper
 from conntrack_lib.worker import DeletionQueue
@@ -195,7 +195,7 @@ def test_threads_and_processes_mixing_every_operation(ns: str, tmp_path: Path) -
                 proc.kill()
                 proc.wait()
         drained = stress_worker.drain(queue, DRAIN_TIMEOUT)
-        executor._stop(privileged.default)
+        daemon.stop(privileged.default)
 
     problems = [f"actor thread {t.name} still running after the grace time"
                 for t in threads if t.is_alive()]

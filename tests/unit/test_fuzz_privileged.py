@@ -21,7 +21,7 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from conntrack_lib import commands, constants, netlink, netns
+from conntrack_lib import boundary, commands, constants, netlink, netlink_socket, netns
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 from conntrack_lib.privileged import netlink as priv_netlink
@@ -40,10 +40,10 @@ PRESENT = "fuzz-present"
 ABSENT = "fuzz-absent"
 #: The undecorated implementation behind each privsep entrypoint.
 ENTRYPOINTS = {
-    "run_query": (priv.run_query.args[0], priv.QUERY_KINDS),
-    "run_change": (priv.run_change.args[0], priv.CHANGE_KINDS),
-    "run_batch": (priv.run_batch.args[0], priv.BATCH_KINDS),
-    "run_events": (priv.run_events.args[0], priv.EVENT_KINDS),
+    "run_query": (priv.run_query.args[0], boundary.QUERY_KINDS),
+    "run_change": (priv.run_change.args[0], boundary.CHANGE_KINDS),
+    "run_batch": (priv.run_batch.args[0], boundary.BATCH_KINDS),
+    "run_events": (priv.run_events.args[0], boundary.EVENT_KINDS),
 }
 VALID_PRIMITIVES = [
     commands.ListCommand(proto="tcp", dst="10.0.0.0/8", zone=4, output=["id"]).to_primitive(),
@@ -107,7 +107,7 @@ namespaces = st.one_of(
     st.sampled_from(HOSTILE_STRINGS), st.sampled_from(["..", ".", "a/../b", "x" * 65]),
     wire_scalars,
 )
-timeouts = st.one_of(st.sampled_from([5, 0.5, priv.MAX_TIMEOUT]), wire_scalars)
+timeouts = st.one_of(st.sampled_from([5, 0.5, boundary.MAX_TIMEOUT]), wire_scalars)
 chunk_sizes = st.one_of(st.sampled_from([1, 4096]), wire_scalars)
 
 
@@ -135,7 +135,7 @@ def _check_started(runner: mock.Mock, data: Any, namespace: Any, reply: Any) -> 
     assert rendered == expected.argv()
     fuzz.assert_sound_argv(rendered)
     kwargs = runner.call_args.kwargs
-    assert 0 < kwargs["timeout"] <= priv.MAX_TIMEOUT
+    assert 0 < kwargs["timeout"] <= boundary.MAX_TIMEOUT
     if expected.kind == "batch":
         lines = kwargs["stdin"].splitlines()
         assert len(lines) == len(expected)
@@ -298,9 +298,9 @@ def _socket_mocks(netns_dir: str) -> Iterator[tuple[mock.Mock, mock.Mock]]:
     """Replace socket creation and the exchange; namespaces live in a scratch dir."""
     new_socket = mock.Mock(return_value=mock.MagicMock())
     exchange = mock.Mock(side_effect=lambda sock, bodies, batch, *_request: [0] * len(bodies))
-    with mock.patch.object(priv_netlink, "_new_socket", new_socket), \
-            mock.patch.object(priv_netlink, "_exchange", exchange), \
-            mock.patch.object(priv_netlink, "_run_in_namespace",
+    with mock.patch.object(netlink_socket, "_new_socket", new_socket), \
+            mock.patch.object(netlink_socket, "_exchange", exchange), \
+            mock.patch.object(netlink_socket, "_run_in_namespace",
                               lambda fd, name, func: func()), \
             mock.patch.object(constants, "NETNS_RUN_DIR", netns_dir), \
             mock.patch.object(netns, "_check_network_namespace", lambda fd: None):
@@ -320,7 +320,7 @@ flow_items = st.one_of(st.sampled_from(VALID_FLOWS), st.sampled_from(VALID_FLOWS
        _half(st.lists(flow_items, max_size=4).map(lambda items: tuple(items)
                                                    if len(items) % 2 else items),
              wire_values),
-       _half(st.sampled_from([1, priv_netlink.DEFAULT_BATCH, priv_netlink.MAX_BATCH]),
+       _half(st.sampled_from([1, netlink_socket.DEFAULT_BATCH, netlink_socket.MAX_BATCH]),
              wire_scalars))
 @example(None, [VALID_FLOWS[0]], 1)
 @example(PRESENT, VALID_FLOWS, 256)

@@ -15,9 +15,17 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from conntrack_lib import ConntrackHelper, commands, executor, netns, validators, worker
+from conntrack_lib import (
+    ConntrackHelper,
+    commands,
+    executor,
+    netns,
+    privsep_executor,
+    validators,
+    worker,
+)
 from conntrack_lib import exceptions as exc
-from conntrack_lib.privileged import errors
+from conntrack_lib import wire_errors as errors
 from conntrack_lib.testing import FakeConntrack
 
 LIST = commands.ListCommand()
@@ -154,8 +162,8 @@ def test_wire_safe_keeps_the_exported_name() -> None:
     from conntrack_lib.privileged import conntrack as priv
 
     # oslo.privsep sends module.function of what @entrypoint wrapped.
-    assert executor._name(priv.release) == "release"
-    assert executor._name(priv.run_query) == "run_query"
+    assert privsep_executor._name(priv.release) == "release"
+    assert privsep_executor._name(priv.run_query) == "run_query"
 
 
 @pytest.mark.parametrize(("code", "error", "name"), [
@@ -232,7 +240,7 @@ def test_closed_listing_releases_its_spool_at_once(daemon_in_process: Any) -> No
     assert next(lines).startswith("udp")  # still inside the first chunk
     assert len(priv._spools) == 1
     lines.close()
-    assert priv._spools == {}
+    assert len(priv._spools) == 0
 
 
 def test_collected_listing_releases_its_spool(daemon_in_process: Any) -> None:
@@ -250,7 +258,7 @@ def test_abandoned_listings_never_break_a_live_one(daemon_in_process: Any) -> No
     run, priv = daemon_in_process
     live = run.iter_lines(LIST)
     first = next(live)
-    for _ in range(3 * priv.MAX_SPOOLS):  # listings abandoned in their first chunk
+    for _ in range(3 * priv._spools.max_spools):  # listings abandoned in their first chunk
         abandoned = run.iter_lines(LIST)
         next(abandoned)
         del abandoned
@@ -269,7 +277,7 @@ def _wait_empty_but(spools: Any, keep: int) -> bool:
 
 def test_too_many_live_listings_is_a_typed_refusal(daemon_in_process: Any) -> None:
     run, priv = daemon_in_process
-    live = [run.iter_lines(LIST) for _ in range(priv.MAX_SPOOLS)]
+    live = [run.iter_lines(LIST) for _ in range(priv._spools.max_spools)]
     with pytest.raises(exc.OutputUnavailableError) as info:
         run.iter_lines(LIST)
     assert "already holds" in str(info.value)

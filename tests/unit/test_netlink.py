@@ -22,8 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple, nfct_msg
 
-from conntrack_lib import exceptions, models, netlink
-from conntrack_lib.privileged import netlink as priv
+from conntrack_lib import exceptions, models, netlink, netlink_socket
 
 DATA = pathlib.Path(__file__).parent / "data"
 SAMPLES = sorted(DATA.glob("netlink_*.hex"))
@@ -366,14 +365,14 @@ def test_rejects_malformed_acks(data: bytes) -> None:
                                   "ns\0", 7])
 def test_rejects_bad_namespace_names(name: Any) -> None:
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._delete_flows_impl(name, [flow()])
+        netlink_socket.delete_flows(name, [flow()])
 
 
 def test_missing_namespace_is_not_created(tmp_path: pathlib.Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(priv.constants, "NETNS_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(netlink_socket.constants, "NETNS_RUN_DIR", str(tmp_path))
     with pytest.raises(exceptions.NamespaceNotFoundError) as info:
-        priv._delete_flows_impl("absent", [flow()])
+        netlink_socket.delete_flows("absent", [flow()])
     assert info.value.cmd == ("setns", str(tmp_path / "absent"))
     assert list(tmp_path.iterdir()) == []
 
@@ -381,14 +380,14 @@ def test_missing_namespace_is_not_created(tmp_path: pathlib.Path,
 def test_validates_every_flow_before_any_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_socket(_namespace: str | None) -> None:
         raise AssertionError("socket opened before validation")
-    monkeypatch.setattr(priv, "_open_socket", no_socket)
+    monkeypatch.setattr(netlink_socket, "open_socket", no_socket)
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._delete_flows_impl(None, [flow(), flow(zone=70000)])
+        netlink_socket.delete_flows(None, [flow(), flow(zone=70000)])
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._delete_flows_impl(None, [flow()], batch_size=0)
+        netlink_socket.delete_flows(None, [flow()], batch_size=0)
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._delete_flows_impl(None, {"a": flow()})  # type: ignore[arg-type]
-    assert priv._delete_flows_impl(None, []) == []
+        netlink_socket.delete_flows(None, {"a": flow()})  # type: ignore[arg-type]
+    assert netlink_socket.delete_flows(None, []) == []
 
 
 class FakeKernel:
@@ -444,7 +443,7 @@ def bodies_for(count: int) -> list[bytes]:
 def test_exchange_reports_errno_per_flow_in_order() -> None:
     bodies = bodies_for(10)
     kernel = FakeKernel(set(bodies[::2]), capacity=100)
-    results = priv._exchange(kernel, bodies, 4)  # type: ignore[arg-type]
+    results = netlink_socket._exchange(kernel, bodies, 4)  # type: ignore[arg-type]
     assert results == [0, errno.ENOENT] * 5
     assert kernel.sends == [4, 4, 2]
     assert kernel.table == set()
@@ -453,7 +452,7 @@ def test_exchange_reports_errno_per_flow_in_order() -> None:
 def test_exchange_recovers_from_overrun_by_shrinking_the_window() -> None:
     bodies = bodies_for(50)
     kernel = FakeKernel(set(bodies[:40]), capacity=8)
-    results = priv._exchange(kernel, bodies, 20)  # type: ignore[arg-type]
+    results = netlink_socket._exchange(kernel, bodies, 20)  # type: ignore[arg-type]
     assert kernel.table == set()
     assert all(r in (0, errno.ENOENT) for r in results)
     # Flows acknowledged before any overrun are reported exactly.
@@ -466,9 +465,9 @@ def test_exchange_recovers_from_overrun_by_shrinking_the_window() -> None:
 
 def test_window_follows_receive_buffer() -> None:
     small = FakeKernel(set(), 1, rcvbuf=212992)
-    assert priv.ack_window(small, 500) == 212992 // priv.ACK_TRUESIZE  # type: ignore[arg-type]
-    assert priv.ack_window(FakeKernel(set(), 1, rcvbuf=1 << 23), 500) == 500  # type: ignore[arg-type]
-    assert priv.ack_window(FakeKernel(set(), 1, rcvbuf=10), 500) == 1  # type: ignore[arg-type]
+    assert netlink_socket.ack_window(small, 500) == 212992 // netlink_socket.ACK_TRUESIZE  # type: ignore[arg-type]
+    assert netlink_socket.ack_window(FakeKernel(set(), 1, rcvbuf=1 << 23), 500) == 500  # type: ignore[arg-type]
+    assert netlink_socket.ack_window(FakeKernel(set(), 1, rcvbuf=10), 500) == 1  # type: ignore[arg-type]
 
 
 def test_permission_error_is_typed() -> None:
@@ -480,7 +479,7 @@ def test_permission_error_is_typed() -> None:
             return len(data)
 
     with pytest.raises(exceptions.PermissionDeniedError):
-        priv._exchange(Denying(set(), 10), bodies, 10)  # type: ignore[arg-type]
+        netlink_socket._exchange(Denying(set(), 10), bodies, 10)  # type: ignore[arg-type]
 
 
 junk = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),

@@ -20,7 +20,16 @@ from typing import Any
 
 import pytest
 
-from conntrack_lib import ConntrackHelper, capabilities, commands, exceptions, executor, netlink
+from conntrack_lib import (
+    ConntrackHelper,
+    capabilities,
+    commands,
+    exceptions,
+    executor,
+    executor_base,
+    netlink,
+    netlink_socket,
+)
 from conntrack_lib import netlink_create as nc
 from conntrack_lib.privileged import netlink as priv
 from conntrack_lib.testing import FakeConntrack
@@ -247,25 +256,25 @@ def test_privileged_side_refuses_bad_primitives_before_any_socket(
         prim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_socket(_namespace: str | None) -> None:
         raise AssertionError("socket opened before validation")
-    monkeypatch.setattr(priv, "_open_socket", no_socket)
+    monkeypatch.setattr(netlink_socket, "open_socket", no_socket)
     good = nc.to_primitive(create(**UDP))
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._create_flows_impl(None, [good, prim])
+        netlink_socket.create_flows(None, [good, prim])
 
 
 def test_privileged_side_refuses_bad_containers_and_batches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     def no_socket(_namespace: str | None) -> None:
         raise AssertionError("socket opened before validation")
-    monkeypatch.setattr(priv, "_open_socket", no_socket)
+    monkeypatch.setattr(netlink_socket, "open_socket", no_socket)
     good = nc.to_primitive(create(**UDP))
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._create_flows_impl(None, {"a": good})  # type: ignore[arg-type]
+        netlink_socket.create_flows(None, {"a": good})  # type: ignore[arg-type]
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._create_flows_impl(None, [good], batch_size=0)
+        netlink_socket.create_flows(None, [good], batch_size=0)
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._create_flows_impl("../etc", [good])
-    assert priv._create_flows_impl(None, []) == []
+        netlink_socket.create_flows("../etc", [good])
+    assert netlink_socket.create_flows(None, []) == []
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +303,7 @@ def test_exchange_sends_new_with_create_flags_and_reports_eexist() -> None:
     sent = bodies(6)
     kernel = KernelTable(capacity=100)
     kernel.table.add(sent[2])
-    results = priv._exchange(kernel, sent, 4, priv._CREATE)  # type: ignore[arg-type]
+    results = netlink_socket._exchange(kernel, sent, 4, netlink_socket._CREATE)  # type: ignore[arg-type]
     assert results == [0, 0, errno.EEXIST, 0, 0, 0]
     assert set(kernel.headers) == {(nc.MSG_CT_NEW, nc.CREATE_FLAGS)}
 
@@ -302,7 +311,7 @@ def test_exchange_sends_new_with_create_flags_and_reports_eexist() -> None:
 def test_lost_create_acks_are_reported_never_resent() -> None:
     sent = bodies(20)
     kernel = KernelTable(capacity=8)
-    results = priv._exchange(kernel, sent, 20, priv._CREATE)  # type: ignore[arg-type]
+    results = netlink_socket._exchange(kernel, sent, 20, netlink_socket._CREATE)  # type: ignore[arg-type]
     # Re-sending would answer EEXIST for flows the first send created.
     assert len(kernel.headers) == 20
     assert results[:8] == [0] * 8
@@ -427,29 +436,29 @@ def test_fake_create_flows_matches_kernel_semantics() -> None:
 def test_process_executor_refuses_before_any_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_socket(_namespace: str | None) -> None:
         raise AssertionError("socket opened before validation")
-    monkeypatch.setattr(priv, "_open_socket", no_socket)
+    monkeypatch.setattr(netlink_socket, "open_socket", no_socket)
     runner = executor.ProcessExecutor(binary="/bin/true")
     with pytest.raises(exceptions.InvalidArgumentError):
         runner.create_flows([create(**UDP), create(**UDP, src_nat="192.0.2.1")])
     with pytest.raises(exceptions.InvalidArgumentError):
         runner.create_flows([create(**UDP), commands.DeleteCommand(proto="udp")])
     with pytest.raises(exceptions.InvalidArgumentError):
-        priv._create_commands_impl(None, iter([create(**UDP)]))  # type: ignore[arg-type]
+        netlink_socket.create_commands(None, iter([create(**UDP)]))  # type: ignore[arg-type]
     assert runner.create_flows([]) == []
 
 
 def test_process_executor_sends_the_encoded_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[str | None, list[bytes], priv._Request]] = []
+    seen: list[tuple[str | None, list[bytes], netlink_socket._Request]] = []
 
     def fake_send(namespace: str | None, bodies: list[bytes], batch: int,
-                  request: priv._Request) -> list[int]:
+                  request: netlink_socket._Request) -> list[int]:
         seen.append((namespace, bodies, request))
         return [0] * len(bodies)
-    monkeypatch.setattr(priv, "_send_requests", fake_send)
+    monkeypatch.setattr(netlink_socket, "_send_requests", fake_send)
     built = [create(**UDP), create(**UDP, zone=3)]
     runner = executor.ProcessExecutor(binary="/bin/true")
     assert runner.create_flows(built, namespace="ctns") == [0, 0]
-    assert seen == [("ctns", [nc.encode_body(c) for c in built], priv._CREATE)]
+    assert seen == [("ctns", [nc.encode_body(c) for c in built], netlink_socket._CREATE)]
 
 
 def test_privsep_executor_sends_primitives_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -460,7 +469,7 @@ def test_privsep_executor_sends_primitives_in_chunks(monkeypatch: pytest.MonkeyP
         calls.append((entry, args, idempotent))
         return [0] * len(args[1])
     monkeypatch.setattr(executor.PrivsepExecutor, "_call", fake_call)
-    monkeypatch.setattr(executor, "EXACT_DELETE_CHUNK", 2)
+    monkeypatch.setattr(executor_base, "EXACT_DELETE_CHUNK", 2)
     built = [create(**{**UDP, "sport": n}) for n in range(5)]
     runner = executor.PrivsepExecutor()
     assert runner.create_flows(built, namespace="ctns") == [0] * 5

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import pathlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 from oslo_config import cfg
 from oslo_privsep import comm, priv_context
 
-from conntrack_lib import commands, netns, opts, privileged
+from conntrack_lib import commands, daemon, event_streams, netns, opts, privileged, spool
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
@@ -230,7 +233,7 @@ def test_long_output_stays_in_the_daemon(runner: mock.Mock) -> None:
 
 def test_short_output_has_no_handle(runner: mock.Mock) -> None:
     assert _spooled(runner, "abc\n", 64)[4:] == (None, 1)
-    assert priv._spools == {}
+    assert len(priv._spools) == 0
 
 
 @pytest.mark.parametrize("handle", ["../x", 5, None, "A" * 32, "0" * 31, "0" * 32 + "\n"])
@@ -248,30 +251,30 @@ def test_read_chunk_refuses_bad_indexes(runner: mock.Mock) -> None:
 
 def test_spools_expire(runner: mock.Mock, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(priv.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(spool.time, "monotonic", lambda: clock[0])
     handle = _spooled(runner, "x" * 100, 10)[4]
     assert priv.read_chunk(handle, 1) == "x" * 10
-    clock[0] += priv.SPOOL_TTL - 1
+    clock[0] += spool.SPOOL_TTL - 1
     assert priv.read_chunk(handle, 2) == "x" * 10  # a read restarts the clock
-    clock[0] += priv.SPOOL_TTL - 1
+    clock[0] += spool.SPOOL_TTL - 1
     assert priv.read_chunk(handle, 3) == "x" * 10
-    clock[0] += priv.SPOOL_TTL + 1
+    clock[0] += spool.SPOOL_TTL + 1
     with pytest.raises(exc.OutputUnavailableError, match="unread for more than"):
         priv.read_chunk(handle, 1)
 
 
 def test_spools_are_bounded_and_none_is_evicted(runner: mock.Mock) -> None:
-    handles = [_spooled(runner, "y" * 50, 10)[4] for _ in range(priv.MAX_SPOOLS)]
+    handles = [_spooled(runner, "y" * 50, 10)[4] for _ in range(priv._spools.max_spools)]
     with pytest.raises(exc.OutputUnavailableError, match="already holds 32 long outputs"):
         _spooled(runner, "y" * 50, 10)
-    assert len(priv._spools) == priv.MAX_SPOOLS
+    assert len(priv._spools) == priv._spools.max_spools
     assert all(priv.read_chunk(handle, 1) == "y" * 10 for handle in handles)
     priv.release(handles[0])
     assert _spooled(runner, "y" * 50, 10)[4] is not None  # room again
 
 
 def test_spools_are_bounded_by_size(runner: mock.Mock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(priv, "MAX_SPOOL_CHARS", 120)
+    monkeypatch.setattr(priv._spools, "max_chars", 120)
     first = _spooled(runner, "y" * 100, 10)[4]
     with pytest.raises(exc.OutputUnavailableError, match="characters"):
         _spooled(runner, "y" * 50, 10)
@@ -298,7 +301,7 @@ class _ReaderThatResets:
         raise ConnectionResetError(104, "Connection reset by peer")
 
 
-class _GuardedChannel(privileged._FailPendingOnReset, _ReaderThatResets):
+class _GuardedChannel(daemon._FailPendingOnReset, _ReaderThatResets):
     pass
 
 
@@ -321,7 +324,7 @@ def test_a_reset_channel_fails_pending_calls_instead_of_hanging() -> None:
 ])
 def test_start_method_follows_root_and_helper_command(
         monkeypatch: pytest.MonkeyPatch, euid: int, helper: str | None, method: Any) -> None:
-    monkeypatch.setattr(privileged.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(daemon.os, "geteuid", lambda: euid)
     cfg.CONF.set_override("helper_command", helper, group=opts.PRIVSEP_SECTION)
     try:
         assert privileged.default.default_method() is method
@@ -336,18 +339,42 @@ def test_start_keeps_a_running_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     assert privileged.default.channel is sentinel
 
 
-def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any) -> None:
-    from conntrack_lib.privileged import events
-
-    missing = str(tmp_path / "no-conntrack")
+@pytest.mark.parametrize("exists", [False, True], ids=["missing", "not-executable"])
+def test_an_events_binary_that_cannot_start_is_a_typed_error(tmp_path: Any,
+                                                             exists: bool) -> None:
+    # The stream path shares the one launcher: a binary that exists but
+    # cannot run is the same typed error, never a raw PermissionError.
+    binary = tmp_path / "no-conntrack"
+    if exists:
+        binary.write_text("#!/bin/sh\nexit 0\n")
+        binary.chmod(0o644)
     with pytest.raises(exc.ConntrackUnavailableError) as caught:
-        events._spawn((missing, "-E"), 5.0, 1.0)
-    assert caught.value.exit_code == netns.EXIT_NOT_FOUND
-    assert missing in caught.value.stderr
+        event_streams.spawn((str(binary), "-E"), 5.0, 1.0)
+    expected = netns.EXIT_CANNOT_EXECUTE if exists else netns.EXIT_NOT_FOUND
+    assert caught.value.exit_code == expected
+    assert str(binary) in caught.value.stderr
 
 
 def test_events_start_through_the_one_launcher() -> None:
-    from conntrack_lib.privileged import events
-
-    source = inspect.getsource(events)
+    source = inspect.getsource(event_streams)
     assert "subprocess.Popen(" not in source and "netns.launch(" in source
+
+
+def test_the_privileged_package_stays_small_and_exports_only_entrypoints() -> None:
+    # Privilege lives in one small room: the context, the entrypoints and the
+    # few lines of root-only work; checks and bookkeeping live outside.
+    package = pathlib.Path(privileged.__file__).parent
+    assert sum(len(path.read_text().splitlines()) for path in package.glob("*.py")) < 400
+    for name in ("conntrack", "events", "netlink"):
+        module = importlib.import_module(f"conntrack_lib.privileged.{name}")
+        public = [value for key, value in vars(module).items()
+                  if not key.startswith("_") and _defined_in(value, module.__name__)]
+        assert public, name
+        assert all(privileged.default.is_entrypoint(func) for func in public), name
+
+
+def _defined_in(value: object, module: str) -> bool:
+    """Tell whether ``value`` is a function of ``module`` (an entrypoint wraps one)."""
+    if isinstance(value, functools.partial) and value.args:
+        value = value.args[0]
+    return inspect.isfunction(value) and value.__module__ == module

@@ -491,7 +491,7 @@ def test_failures_are_isolated_logged_counted_delivered_and_survived(
     queues.append(queue)
     queue.delete_by_remote_ips(2, ["10.6.6.6"])
     queue.delete_entries(zone=4)
-    caplog.set_level(logging.DEBUG, logger="conntrack_lib.worker")
+    caplog.set_level(logging.DEBUG, logger="conntrack_lib.worker_loop")
     queue.start()
     assert queue.wait(WAIT)
     # The batch failed as a whole, then each command ran alone.

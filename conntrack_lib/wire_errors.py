@@ -6,7 +6,8 @@ netaddr object, an int beyond 64 bits) the daemon's reply itself fails and
 the caller gets a bare ``TypeError`` that names neither the entrypoint nor
 the real error.  :func:`wire_safe` turns such an error into a
 :class:`~conntrack_lib.exceptions.CommandError` that names both, in the
-daemon, before oslo.privsep packs it.
+daemon, before oslo.privsep packs it.  Nothing here needs root: the
+entrypoints of ``conntrack_lib.privileged`` import it.
 """
 
 from __future__ import annotations
