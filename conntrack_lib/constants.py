@@ -19,6 +19,8 @@ CONNTRACK_BINARY: Final = "/usr/sbin/conntrack"
 #: (:func:`conntrack_lib.testing.namespaces.ip_binary`); the library itself
 #: never runs ``ip``.
 IP_BINARY_CANDIDATES: Final = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip")
+#: Fixed path of util-linux ``nsenter``; never looked up through ``PATH``.
+NSENTER_BINARY: Final = "/usr/bin/nsenter"
 #: Where iproute2 keeps named network namespaces.
 NETNS_RUN_DIR: Final = "/run/netns"
 

@@ -30,8 +30,8 @@ from typing import Literal, Protocol, overload
 from conntrack_lib import constants
 from conntrack_lib import exceptions as exc
 
-#: Fixed path of util-linux ``nsenter``; never looked up through ``PATH``.
-NSENTER = "/usr/bin/nsenter"
+#: Fixed path of util-linux ``nsenter`` (see :mod:`conntrack_lib.constants`).
+NSENTER = constants.NSENTER_BINARY
 #: Exit codes a shell-less exec failure is reported with (as ``nsenter`` does).
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
