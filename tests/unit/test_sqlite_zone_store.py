@@ -20,6 +20,7 @@ from conntrack_lib.zones import (
     ZoneAllocator,
     fs,
     read_store,
+    sqlite_space,
 )
 from conntrack_lib.zones import sqlite_schema as schema
 
@@ -535,3 +536,16 @@ def test_allocating_after_close_opens_a_new_connection(tmp_path: Path) -> None:
     store.close()
     assert alloc.allocate_many(["c", "d"]) == {"c": 102, "d": 103}
     assert alloc.allocate("e") == 104
+
+
+@pytest.mark.parametrize("with_json", [True, False])
+def test_a_run_of_keys_gets_zones_in_the_order_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_json: bool) -> None:
+    # The rows go in in owner order; each key must still get its place's zone.
+    if not with_json:
+        monkeypatch.setattr(sqlite_space, "_has_json", lambda conn: False)
+    alloc = allocator(tmp_path)
+    assert alloc.allocate("m") == 100
+    keys = ["zz", "port-10", "a", "port-2", "port-1", "b"]
+    assert alloc.allocate_many(keys) == {key: 101 + n for n, key in enumerate(keys)}
+    assert alloc.items() == {"m": 100, **{key: 101 + n for n, key in enumerate(keys)}}
