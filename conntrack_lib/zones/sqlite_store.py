@@ -1,8 +1,9 @@
 """SQLiteZoneStore: a zone space in an SQLite database, shared by processes.
 
 The database is in WAL mode with ``synchronous=NORMAL``: every operation is
-one ``BEGIN IMMEDIATE`` transaction, readers never wait for the writer, and a
-process killed at any moment leaves the last committed state.  A commit is
+one transaction (``BEGIN IMMEDIATE``, or a single autocommit ``INSERT`` for
+the common allocation), readers never wait for the writer, and a process
+killed at any moment leaves the last committed state.  A commit is
 not flushed to disk before the next checkpoint, so a power loss may forget
 the latest allocations; it also empties the kernel's conntrack table, so no
 flow can be left in a zone whose owner was forgotten.

@@ -20,6 +20,7 @@ from conntrack_lib.zones import (
     ZoneAllocator,
     fs,
     read_store,
+    sqlite_space,
 )
 from conntrack_lib.zones import sqlite_schema as schema
 
@@ -490,3 +491,61 @@ def test_threads_sharing_one_allocator_never_share_a_zone(tmp_path: Path) -> Non
     owned = alloc.items()
     assert len(owned) == 8 * (50 - 10 + 10)
     assert len(set(owned.values())) == len(owned)
+
+
+# -- pages, WAL size and the claim's cursor ------------------------------------
+
+
+def _wal_pages(alloc: ZoneAllocator) -> int:
+    conn = alloc._space._connection()  # type: ignore[attr-defined]
+    return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+def test_new_stores_have_512_byte_pages_and_a_4_mib_wal(tmp_path: Path) -> None:
+    alloc = allocator(tmp_path)
+    assert alloc.allocate("a") == 100
+    probe = sqlite3.connect(tmp_path / "zones.db")
+    try:
+        assert probe.execute("PRAGMA page_size").fetchone()[0] == 512
+    finally:
+        probe.close()
+    assert _wal_pages(alloc) == 4 * 1024 * 1024 // 512
+
+
+def test_a_store_created_with_1024_byte_pages_keeps_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schema, "PAGE_SIZE", 1024)
+    first = allocator(tmp_path)
+    assert first.allocate("a") == 100
+    monkeypatch.undo()
+    again = ZoneAllocator(RANGE, store=SQLiteZoneStore(tmp_path / "zones.db"))
+    # The same WAL bytes before a checkpoint, counted in the store's own pages.
+    assert _wal_pages(again) == 4 * 1024 * 1024 // 1024
+    assert again.allocate("b") == 101
+    assert first.allocate("c") == 102
+    assert again.items() == {"a": 100, "b": 101, "c": 102}
+
+
+def test_allocating_after_close_opens_a_new_connection(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    alloc = ZoneAllocator(RANGE, store=store)
+    assert alloc.allocate("a") == 100
+    store.close()
+    # The claim's kept cursor belonged to the closed connection.
+    assert alloc.allocate("b") == 101
+    store.close()
+    assert alloc.allocate_many(["c", "d"]) == {"c": 102, "d": 103}
+    assert alloc.allocate("e") == 104
+
+
+@pytest.mark.parametrize("with_json", [True, False])
+def test_a_run_of_keys_gets_zones_in_the_order_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_json: bool) -> None:
+    # The rows go in in owner order; each key must still get its place's zone.
+    if not with_json:
+        monkeypatch.setattr(sqlite_space, "_has_json", lambda conn: False)
+    alloc = allocator(tmp_path)
+    assert alloc.allocate("m") == 100
+    keys = ["zz", "port-10", "a", "port-2", "port-1", "b"]
+    assert alloc.allocate_many(keys) == {key: 101 + n for n, key in enumerate(keys)}
+    assert alloc.items() == {"m": 100, **{key: 101 + n for n, key in enumerate(keys)}}
