@@ -1,6 +1,8 @@
-"""Stream ``conntrack -E`` in bounded memory: the daemon's event streams.
+"""Stream conntrack's output in bounded memory: the daemon's streams.
 
-An event capture may run for up to an hour and print megabytes a second.
+A stream is a ``conntrack -E`` capture or a ``conntrack -L`` listing read
+while it prints.  An event capture may run for up to an hour and print
+megabytes a second.
 Instead of collecting all of it, the daemon starts the child with
 :meth:`Streams.start` and reads its stdout only when the client asks, with
 :meth:`Streams.read`: at most :data:`MAX_READ` bytes per call.  Between
@@ -8,7 +10,12 @@ calls nobody reads the pipe, so a slow client makes the child block on a
 full pipe (backpressure); the kernel then drops events for it and conntrack
 reports that on stderr, instead of the daemon buffering them.
 
-Memory bound, per stream: the kernel's pipe buffer (64 KiB by default), at
+A listing's pipe holds :data:`LISTING_PIPE` bytes: conntrack prints that
+far ahead of the agent, which parses the previous piece meanwhile (with the
+64 KiB default, the two ran in lockstep).
+
+Memory bound, per stream: the kernel's pipe buffer (64 KiB by default,
+:data:`LISTING_PIPE` for a listing), at
 most :data:`MAX_READ` bytes being handed over, and the last
 :data:`MAX_STDERR` characters of stderr.  At most :data:`MAX_STREAMS`
 streams run at once: the daemon never holds more than
@@ -19,7 +26,7 @@ A stream ends when the child exits (its ``duration`` elapsed: SIGTERM; its
 timeout: SIGKILL), when the client stops it, or when it went unread for
 :data:`STREAM_IDLE` seconds (a client that vanished).
 
-The entrypoints of :mod:`conntrack_lib.privileged.events` own one
+The entrypoints of :mod:`conntrack_lib.privileged.streams` own one
 :class:`Streams`; they validate the command and build the argv, this module
 only runs it through the library's one launcher, :func:`conntrack_lib.netns.launch`.
 """
@@ -30,6 +37,7 @@ import codecs
 import collections
 import contextlib
 import dataclasses
+import fcntl
 import os
 import secrets
 import select
@@ -43,10 +51,12 @@ from typing import Final
 from conntrack_lib import exceptions as exc
 from conntrack_lib import netns
 
-#: Most event streams running at once; one more is refused.
+#: Most streams (captures and listings) running at once; one more is refused.
 MAX_STREAMS: Final = 16
 #: Most bytes of stdout one read returns.
 MAX_READ: Final = 1024 * 1024
+#: Pipe size of a listing stream: conntrack prints ahead by this much.
+LISTING_PIPE: Final = 1024 * 1024
 #: Characters of stderr kept per stream (the end, which says why it stopped).
 MAX_STDERR: Final = 64 * 1024
 #: Longest a read waits for output before it returns empty-handed, seconds.
@@ -55,6 +65,8 @@ READ_WAIT: Final = 0.25
 #: Seconds a stream may go unread before the daemon stops it.
 STREAM_IDLE: Final = 120.0
 
+#: fcntl's F_SETPIPE_SZ (Linux; the fcntl module names it from Python 3.10).
+F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: (text, finished, exit_code, stderr, timed_out)
 ReadReply = tuple[str, bool, int | None, str, bool]
 
@@ -65,7 +77,7 @@ def _new_decoder() -> codecs.IncrementalDecoder:
 
 @dataclasses.dataclass
 class Stream:
-    """One running ``conntrack -E`` and the threads that bound it."""
+    """One running ``conntrack -E`` or ``-L`` and the threads that bound it."""
 
     proc: subprocess.Popen[bytes]
     argv: tuple[str, ...]
@@ -78,9 +90,13 @@ class Stream:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
-def spawn(argv: tuple[str, ...], timeout: float, duration: float) -> Stream:
+def spawn(argv: tuple[str, ...], timeout: float, duration: float | None,
+          pipe_size: int | None = None) -> Stream:
     """Start ``argv`` with a SIGTERM after ``duration`` and a SIGKILL after ``timeout``.
 
+    :param duration: seconds before SIGTERM; None for a command that ends
+        by itself (a listing).
+    :param pipe_size: bytes the stdout pipe holds; None for the kernel's default.
     :raises ConntrackUnavailableError: the binary is missing or cannot run.
     """
     # The one launcher of the library; -E never ends by itself, so it must
@@ -88,6 +104,8 @@ def spawn(argv: tuple[str, ...], timeout: float, duration: float) -> Stream:
     proc = netns.launch(argv, die_with_parent=True, binary=True)
     if isinstance(proc, netns.ProcessOutput):
         raise exc.ConntrackUnavailableError(argv, proc.exit_code, "", proc.stderr)
+    if pipe_size is not None and proc.stdout is not None:
+        _grow_pipe(proc.stdout.fileno(), pipe_size)
     expired = threading.Event()
 
     def expire() -> None:
@@ -95,7 +113,7 @@ def spawn(argv: tuple[str, ...], timeout: float, duration: float) -> Stream:
         _signal(proc, signal.SIGKILL)
 
     timers = [threading.Timer(timeout, expire)]
-    if duration < timeout:
+    if duration is not None and duration < timeout:
         timers.append(threading.Timer(duration, _signal, (proc, signal.SIGTERM)))
     tail: collections.deque[str] = collections.deque()
     drain = threading.Thread(target=_drain_stderr, args=(proc, tail), daemon=True)
@@ -103,6 +121,16 @@ def spawn(argv: tuple[str, ...], timeout: float, duration: float) -> Stream:
         thread.daemon = True
         thread.start()
     return Stream(proc, argv, timers, drain, tail, expired, time.monotonic())
+
+
+def _grow_pipe(fd: int, size: int) -> None:
+    """Ask for a pipe of ``size`` bytes; keep the default when refused.
+
+    Above /proc/sys/fs/pipe-max-size only a privileged process may, and a
+    small pipe only costs speed.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
 
 
 def _signal(proc: subprocess.Popen[bytes], signum: int) -> None:
@@ -155,8 +183,9 @@ class Streams:
     def __len__(self) -> int:
         return len(self._running)
 
-    def start(self, argv: tuple[str, ...], timeout: float, duration: float) -> str:
-        """Spawn ``argv`` as a new stream and return its handle.
+    def start(self, argv: tuple[str, ...], timeout: float, duration: float | None, *,
+              pipe_size: int | None = None) -> str:
+        """Spawn ``argv`` as a new stream and return its handle (see :func:`spawn`).
 
         :raises OutputUnavailableError: ``max_streams`` streams already run.
         :raises ConntrackUnavailableError: the binary is missing or cannot run.
@@ -166,9 +195,9 @@ class Streams:
             if len(self._running) >= self.max_streams:
                 raise exc.OutputUnavailableError(
                     argv, None, "", f"the privsep daemon already runs {len(self._running)} "
-                    f"event streams (limit {self.max_streams}); close one and retry\n")
+                    f"streams (limit {self.max_streams}); close one and retry\n")
             handle = secrets.token_hex(16)
-            self._running[handle] = spawn(argv, timeout, duration)
+            self._running[handle] = spawn(argv, timeout, duration, pipe_size)
         return handle
 
     def read(self, handle: str, size: int) -> ReadReply:
@@ -214,8 +243,8 @@ class Streams:
             stream = self._running.get(handle)
         if stream is None:
             raise exc.OutputUnavailableError(
-                ("read_events",), None, "",
-                f"event stream {handle} is not running in the privsep daemon: stopped, "
+                ("read_stream",), None, "",
+                f"stream {handle} is not running in the privsep daemon: stopped, "
                 f"unread for more than {self.idle:g} s, or lost when the daemon restarted\n")
         return stream
 

@@ -26,6 +26,7 @@ from conntrack_lib.privsep_executor import (
     EventLines,
     PrivsepExecutor,
     SpooledLines,
+    StreamedLines,
 )
 from conntrack_lib.process_executor import ProcessExecutor
 from conntrack_lib.results import (
@@ -65,6 +66,7 @@ __all__ = [
     "ProcessExecutor",
     "Result",
     "SpooledLines",
+    "StreamedLines",
     "finish",
     "interpret",
     "is_transient",

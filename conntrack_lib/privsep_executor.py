@@ -3,8 +3,8 @@
 The default executor.  It calls the narrow entrypoints of
 ``conntrack_lib.privileged`` in an oslo.privsep daemon, starting or
 restarting the daemon as needed (:mod:`conntrack_lib.daemon`), reads long
-outputs chunk by chunk (:class:`SpooledLines`) and streams events
-(:class:`EventLines`).  Importing this module starts nothing: the privsep
+outputs chunk by chunk (:class:`SpooledLines`) and streams listings and
+events (:class:`StreamedLines`).  Importing this module starts nothing: the privsep
 context is built on first use.
 """
 
@@ -72,7 +72,14 @@ class PrivsepExecutor(Configured):
     def iter_lines(
         self, command: Command, *, namespace: str | None = None, timeout: float | None = None
     ) -> Iterator[str]:
-        """Run a list command once and yield its lines, fetched chunk by chunk.
+        """Run a list command once and yield its lines while conntrack still prints.
+
+        The daemon streams the listing (:func:`~conntrack_lib.privileged.streams.start_listing`):
+        the agent parses one piece while conntrack prints the next.  When
+        every stream slot of the daemon is taken, the listing runs to its
+        end there and is fetched chunk by chunk instead.  A failure of a
+        streamed listing is raised from the iteration, after the lines
+        conntrack printed.
 
         :param command: a :class:`~conntrack_lib.commands.ListCommand`.
         :param namespace: network namespace to run in, or None for this
@@ -81,10 +88,21 @@ class PrivsepExecutor(Configured):
             ``[conntrack_lib] command_timeout`` option (longer for events).
         :returns: an iterator of the lines; close it to free the daemon's copy.
         :raises InvalidArgumentError: for another command or a bad namespace.
-        :raises CommandError: when conntrack fails.
+        :raises CommandError: (also from the iteration) when conntrack fails.
         """
         require_list(command)
         limit = self.timeout_for(command, timeout)
+        if namespace is not None:
+            netns.validate_name(namespace)
+        try:
+            return StreamedLines(self, command, namespace, limit, listing=True)
+        except exc.OutputUnavailableError:
+            LOG.debug("every stream of the privsep daemon is taken; listing spooled")
+        return self._spooled_lines(command, namespace, limit)
+
+    def _spooled_lines(self, command: Command, namespace: str | None,
+                       limit: float) -> SpooledLines:
+        """Run a listing to its end in the daemon, then fetch its output chunk by chunk."""
         started = time.monotonic()
         code, head, stderr, argv, handle, chunks = self._run(command, namespace, limit)
         try:
@@ -102,7 +120,7 @@ class PrivsepExecutor(Configured):
         The daemon reads conntrack's output only as fast as this iterator
         is consumed, in pieces of at most ``EVENTS_READ`` bytes, so its
         memory stays bounded however long the capture runs (see
-        :mod:`conntrack_lib.privileged.events`).  Closing the iterator, or
+        :mod:`conntrack_lib.privileged.streams`).  Closing the iterator, or
         dropping it, stops the capture.
 
         :param command: a :class:`~conntrack_lib.commands.EventsCommand`.
@@ -118,7 +136,7 @@ class PrivsepExecutor(Configured):
         require_events(command)
         if namespace is not None:
             netns.validate_name(namespace)
-        return EventLines(self, command, namespace, self.timeout_for(command, timeout))
+        return StreamedLines(self, command, namespace, self.timeout_for(command, timeout))
 
     def delete_flows(self, entries: Sequence[Entry], *, namespace: str | None = None) -> list[int]:
         """Delete exact flows over ctnetlink in the daemon; one errno per flow.
@@ -340,9 +358,13 @@ EVENTS_READ = 256 * 1024
 EVENTS_IDLE_PAUSE = 0.05
 
 
+#: Bytes of a listing one round trip fetches at most (the daemon's limit).
+LISTING_READ = 1024 * 1024
+
+
 @dataclasses.dataclass
-class _EventRun:
-    """What the reading loop of one event stream needs (no link to the iterator)."""
+class _StreamRun:
+    """What the reading loop of one stream needs (no link to the iterator)."""
 
     owner: PrivsepExecutor
     command: Command
@@ -350,42 +372,39 @@ class _EventRun:
     argv: tuple[str, ...]
     limit: float
     started: float
+    read_size: int
     finalizer: Any = None
     result: Result | None = None
 
 
-class EventLines(Iterator[str]):
-    """The lines of one ``conntrack -E`` streamed through the daemon.
+class StreamedLines(Iterator[str]):
+    """The lines of one stream (a ``-E`` capture or a ``-L`` listing) read through the daemon.
 
-    The capture is stopped in the daemon when the iterator is closed or
+    The stream is stopped in the daemon when the iterator is closed or
     collected; after the last line the exit status is interpreted like any
-    other command's (:attr:`result` is then set).
+    other command's (:attr:`result` is then set, or the error raised).
+
+    :param listing: stream a listing (``start_listing``) instead of a capture.
     """
 
     def __init__(self, owner: PrivsepExecutor, command: Command, namespace: str | None,
-                 limit: float) -> None:
-        from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
-
+                 limit: float, *, listing: bool = False) -> None:
         started = time.monotonic()
-        try:
-            handle, argv = owner._call(events.start_events, _plain(command.to_primitive()),
-                                       namespace, limit, idempotent=False)
-        except exc.CommandError as err:
-            log_failure(err)
-            raise
-        self._run = _EventRun(owner, command, handle, tuple(argv), limit, started)
+        handle, argv = _start_stream(owner, command, namespace, limit, listing)
+        size = LISTING_READ if listing else EVENTS_READ
+        self._run = _StreamRun(owner, command, handle, tuple(argv), limit, started, size)
         # The reading loop must not reference this iterator, or dropping it
         # would wait for the cycle collector instead of stopping at once.
         self._run.finalizer = weakref.finalize(self, _stop_in_background, owner, handle)
         self._run.finalizer.atexit = False
-        self._lines = _follow_events(self._run)
+        self._lines = _follow_stream(self._run)
 
     @property
     def result(self) -> Result | None:
         """Return the interpreted outcome once the last line was read."""
         return self._run.result
 
-    def __iter__(self) -> EventLines:
+    def __iter__(self) -> StreamedLines:
         return self
 
     def __next__(self) -> str:
@@ -396,20 +415,41 @@ class EventLines(Iterator[str]):
             raise
 
     def close(self) -> None:
-        """Stop the capture in the daemon now (idempotent)."""
+        """Stop the stream in the daemon now (idempotent)."""
         self._lines.close()
         if self._run.finalizer.detach() is not None:
             _stop_stream(self._run.owner, self._run.handle)
 
 
-def _follow_events(run: _EventRun) -> Generator[str, None, None]:
+#: The older name, from when only event captures were streamed.
+EventLines = StreamedLines
+
+
+def _start_stream(owner: PrivsepExecutor, command: Command, namespace: str | None,
+                  limit: float, listing: bool) -> tuple[str, tuple[str, ...]]:
+    from conntrack_lib.privileged import streams  # noqa: PLC0415 - lazy
+
+    start = streams.start_listing if listing else streams.start_events
+    try:
+        handle, argv = owner._call(start, _plain(command.to_primitive()), namespace, limit,
+                                   idempotent=False)
+    except exc.CommandError as err:
+        # A listing that finds every stream slot taken runs spooled instead
+        # (iter_lines): no failure to report then.
+        if not (listing and isinstance(err, exc.OutputUnavailableError)):
+            log_failure(err)
+        raise
+    return handle, tuple(argv)
+
+
+def _follow_stream(run: _StreamRun) -> Generator[str, None, None]:
     from conntrack_lib import event_streams  # noqa: PLC0415 - lazy
-    from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
+    from conntrack_lib.privileged import streams  # noqa: PLC0415 - lazy
 
     pending = ""
     while True:
         text, finished, code, stderr, timed_out = run.owner._call(
-            events.read_events, run.handle, EVENTS_READ, idempotent=False,
+            streams.read_stream, run.handle, run.read_size, idempotent=False,
             limit=event_streams.READ_WAIT)
         lines = (pending + text).split("\n")
         pending = lines.pop()
@@ -431,13 +471,13 @@ def _follow_events(run: _EventRun) -> Generator[str, None, None]:
 
 
 def _stop_stream(owner: PrivsepExecutor, handle: str) -> None:
-    from conntrack_lib.privileged import events  # noqa: PLC0415 - lazy
+    from conntrack_lib.privileged import streams  # noqa: PLC0415 - lazy
 
     try:
-        owner._call(events.stop_events, handle, idempotent=True)
+        owner._call(streams.stop_stream, handle, idempotent=True)
     except (OSError, exc.ConntrackError) as err:
         # An unread stream is stopped by the daemon after STREAM_IDLE anyway.
-        LOG.debug("could not stop event stream %s: %s", handle, err)
+        LOG.debug("could not stop stream %s: %s", handle, err)
 
 
 def _stop_in_background(owner: PrivsepExecutor, handle: str) -> None:

@@ -102,7 +102,7 @@ def _serve(kinds: Collection[str], data: object, namespace: object, timeout: obj
     duration = boundary.duration(command) if command.kind == "events" else None
     argv = netns.build_argv(command, _configured_binary(), ns)
     # A capture in one reply is capped; ConntrackHelper.events() streams
-    # without a cap through privileged/events.py.
+    # without a cap through privileged/streams.py.
     cap = {"max_stdout": MAX_CAPTURE} if duration is not None else {}
     output = netns.run(argv, timeout=limit, stdin=stdin, duration=duration, **cap)
     stderr = output.stderr[-MAX_STDERR:]

@@ -30,7 +30,7 @@ from conntrack_lib import (
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Event
 from conntrack_lib.privileged import conntrack as priv
-from conntrack_lib.privileged import events as priv_events
+from conntrack_lib.privileged import streams as priv_events
 
 FLOOD = ("#!/bin/sh\n"
          "exec /usr/bin/yes '[NEW] udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2'\n")
@@ -102,7 +102,7 @@ def flood(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Iterator[N
         yield
     finally:
         for handle in list(priv_events._streams):
-            priv_events.stop_events(handle)
+            priv_events.stop_stream(handle)
         cfg.CONF.clear_override("conntrack_binary", group=opts.GROUP)
 
 
@@ -122,7 +122,7 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
         time.sleep(0.5)
         assert _cpu_ticks(stream.proc.pid) == ticks, "the child kept running unread"
         tracemalloc.reset_peak()
-        sizes = [len(priv_events.read_events(handle, event_streams.MAX_READ)[0])
+        sizes = [len(priv_events.read_stream(handle, event_streams.MAX_READ)[0])
                  for _ in range(50)]
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -130,9 +130,9 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
     assert max(sizes) <= event_streams.MAX_READ and sum(sizes) > event_streams.MAX_READ
     # One piece in flight (bytes, then str) is all the daemon holds.
     assert peak < 3 * event_streams.MAX_READ + 256 * 1024, peak
-    assert priv_events.stop_events(handle) is True
+    assert priv_events.stop_stream(handle) is True
     with pytest.raises(exc.OutputUnavailableError, match="not running"):
-        priv_events.read_events(handle, 10)
+        priv_events.read_stream(handle, 10)
 
 
 def test_stream_count_is_bounded(flood: None) -> None:
@@ -141,7 +141,7 @@ def test_stream_count_is_bounded(flood: None) -> None:
                for _ in range(event_streams.MAX_STREAMS)]
     with pytest.raises(exc.OutputUnavailableError, match="event streams"):
         priv_events.start_events(watch, None, 120)
-    assert all(priv_events.stop_events(h) for h in handles)
+    assert all(priv_events.stop_stream(h) for h in handles)
 
 
 def test_whole_capture_is_capped(flood: None) -> None:

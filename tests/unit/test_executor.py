@@ -21,6 +21,7 @@ from oslo_utils import importutils
 from conntrack_lib import commands, executor, netns, opts, privileged, results
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
+from conntrack_lib.privileged import streams as priv_streams
 
 P = "conntrack v1.4.7 (conntrack-tools): "
 CMD = ("/usr/sbin/conntrack", "-X")
@@ -288,8 +289,13 @@ def test_iter_lines_needs_a_list_command(conf: cfg.ConfigOpts) -> None:
 
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run privileged entrypoints in this process (privsep's client mode off)."""
+    """Run privileged entrypoints in this process (privsep's client mode off).
+
+    No stream slot is free, so listings run spooled: nothing here may start
+    a real conntrack (the functional tests stream real listings).
+    """
     monkeypatch.setattr(privileged.default, "client_mode", False)
+    monkeypatch.setattr(priv_streams._streams, "max_streams", 0)
     priv._spools.clear()
     yield
     priv._spools.clear()
@@ -324,6 +330,19 @@ def test_privsep_executor_streams_lines_across_chunk_borders(
     lines = list(executor.PrivsepExecutor(conf=conf).iter_lines(LIST))
     assert lines == LINES
     assert len(priv._spools) == 0
+
+
+def test_privsep_executor_lists_spooled_when_every_stream_slot_is_taken(
+        in_process: None, conf: cfg.ConfigOpts, runner: mock.Mock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    runner.return_value = netns.ProcessOutput(0, "\n".join(LINES) + "\n", "")
+    with caplog.at_level(logging.DEBUG, logger="conntrack_lib"):
+        lines = executor.PrivsepExecutor(conf=conf).iter_lines(LIST)
+    assert isinstance(lines, executor.SpooledLines)
+    assert list(lines) == LINES
+    assert runner.call_count == 1  # run to its end by run_query
+    assert "every stream of the privsep daemon is taken" in caplog.text
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
 
 
 def test_privsep_executor_releases_output_of_a_failed_list(

@@ -214,8 +214,11 @@ def daemon_in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     from conntrack_lib import opts, privileged
     from conntrack_lib.privileged import conntrack as priv
+    from conntrack_lib.privileged import streams
 
     monkeypatch.setattr(privileged.default, "client_mode", False)
+    # No stream slot: listings run spooled, the path these tests are about.
+    monkeypatch.setattr(streams._streams, "max_streams", 0)
     text = "".join(f"udp      17 99 src=10.0.{i // 250}.{i % 250} dst=10.9.0.1 sport=1 "
                    f"dport=2 use=1\n" for i in range(300))
     monkeypatch.setattr(netns, "run", lambda *a, **k: netns.ProcessOutput(0, text, ""))

@@ -365,7 +365,7 @@ def test_the_privileged_package_stays_small_and_exports_only_entrypoints() -> No
     # few lines of root-only work; checks and bookkeeping live outside.
     package = pathlib.Path(privileged.__file__).parent
     assert sum(len(path.read_text().splitlines()) for path in package.glob("*.py")) < 400
-    for name in ("conntrack", "events", "netlink"):
+    for name in ("conntrack", "streams", "netlink"):
         module = importlib.import_module(f"conntrack_lib.privileged.{name}")
         public = [value for key, value in vars(module).items()
                   if not key.startswith("_") and _defined_in(value, module.__name__)]
