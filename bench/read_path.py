@@ -195,14 +195,15 @@ def main() -> int:
                 "  of which the line regex": lambda: _regex_only(text),
                 "  of which the addresses": lambda: _addresses_only(addresses),
             }, opts.repeat)
+            heap = len(gc.get_objects())  # what each full collection walks before the parse
             collector = _collector_share(reader.list_entries)
             peak, streamed = _peak_mb(lambda: sum(1 for _ in reader.iter_entries()))
         finally:
             executor._stop(privileged.default)
-    return _report(figures, collector, (listed, streamed, peak, len(text)))
+    return _report(figures, (*collector, heap), (listed, streamed, peak, len(text)))
 
 
-def _report(figures: dict[str, float], collector: tuple[float, float, int],
+def _report(figures: dict[str, float], collector: tuple[float, float, int, int],
             sizes: tuple[int, int, float, int]) -> int:
     listed, streamed, peak, size = sizes
     floor = figures["conntrack -L (raw)"]
@@ -211,9 +212,10 @@ def _report(figures: dict[str, float], collector: tuple[float, float, int],
     for name, seconds in figures.items():
         print(f"  {name:<30} {seconds:7.3f} s   x{seconds / floor:5.2f}   "
               f"{seconds / max(listed, 1) * 1e6:5.2f} us/line")
-    wall, collected, full = collector
+    wall, collected, full, heap = collector
     print(f"garbage collector during one list_entries: {collected:.3f} s of {wall:.3f} s "
-          f"({collected / wall:.0%}, {full} full collections)")
+          f"({collected / wall:.0%}, {full} full collections; {heap} objects tracked "
+          "before it)")
     _breakdown(figures)
     ratio = figures["list_entries (privsep)"] / floor
     print(f"ratio list_entries / dump   {ratio:.2f}  (target <= {RATIO_TARGET})")
