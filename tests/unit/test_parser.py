@@ -417,6 +417,7 @@ def test_fast_builders_match_the_models() -> None:
     built = builders.build_entry(*values)  # type: ignore[arg-type]
     assert built == Entry(*values)  # type: ignore[arg-type]
     assert hash(built) == hash(Entry(*values))  # type: ignore[arg-type]
+    assert repr(built) == repr(Entry(*values))  # type: ignore[arg-type]
     assert dataclasses.astuple(built) == dataclasses.astuple(Entry(*values))  # type: ignore[arg-type]
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.mark = 1  # type: ignore[misc]
