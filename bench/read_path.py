@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import fcntl
 import gc
 import os
 import statistics
@@ -48,7 +49,7 @@ from conntrack_lib.parser.fast import FAST_LINE_RE
 
 RATIO_TARGET = 2.0
 PEAK_TARGET_MB = 50.0
-#: Most bytes one read of the piped side takes (a pipe gives at most 64 KiB).
+#: Bytes of the piped side's pipe, and the most one read takes.
 PIECE_BYTES = 1 << 20
 
 
@@ -142,6 +143,10 @@ def _piped_parse(argv: tuple[str, ...]) -> int:
     """Parse conntrack's output while it prints, fed in pieces of whole lines."""
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None
+        # A 64 KiB pipe holds conntrack in lockstep with the parse; a
+        # larger one lets it print ahead, as a daemon reading into a buffer
+        # would.
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIECE_BYTES)
         return len(parser.parse_entries(_pieces(proc.stdout.fileno())))
 
 
