@@ -695,6 +695,17 @@ def test_parse_entries_accepts_pieces_of_several_lines(monkeypatch: pytest.Monke
     assert caught.value.lineno == 6
 
 
+def test_fast_path_shares_protocol_and_state_names() -> None:
+    # A match returns new strings per line; the entries hold shared ones.
+    line = ("tcp      6 431999 ESTABLISHED src=10.0.0.{n} dst=10.0.0.9 sport=40000 dport=2 "
+            "src=10.0.0.9 dst=10.0.0.{n} sport=2 dport=40000 [ASSURED] mark=0 use=1")
+    first, second = parser.parse_entries("\n".join(line.format(n=n) for n in (1, 2)))
+    assert (first.proto, first.state, first.protonum) == ("tcp", "ESTABLISHED", 6)
+    assert first.proto is second.proto
+    assert first.state is second.state
+    assert first.original.sport is second.original.sport
+
+
 def test_parser_leaves_process_state_and_other_packages_alone() -> None:
     # Issue 17: no garbage-collector calls and no private attribute of
     # another package.  Besides object's own __new__ and __name__, two
