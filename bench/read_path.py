@@ -16,10 +16,12 @@ alternating rounds, so load from other processes drifts every side alike:
   with the caller holding the garbage collector (the library never does:
   that is process-wide state), to show what the collector costs;
 * the transfer alone (``PrivsepExecutor`` output read and dropped), the
-  parse alone (``parse_entries`` of text already in memory) and, within it,
-  the fast line pattern alone, to show where the time goes; then the share
-  of one ``list_entries`` spent in the cyclic garbage collector (watched
-  through ``gc.callbacks``, never paused).
+  parse alone (``parse_entries`` of text already in memory), the same with
+  the collector held, and within it the fast line pattern alone and the
+  address conversion alone (each distinct address text to a netaddr
+  object), to show where the time goes; then the share of one
+  ``list_entries`` spent in the cyclic garbage collector (watched through
+  ``gc.callbacks``, never paused).
 
 Then the peak memory of streaming the table through
 ``ConntrackHelper.iter_entries()`` (tracemalloc, this process only, above
@@ -29,6 +31,8 @@ the baseline).  Targets: list_entries / dump <= 2.0, peak < 50 MB.
 from __future__ import annotations
 
 import argparse
+import codecs
+import fcntl
 import gc
 import os
 import statistics
@@ -36,14 +40,17 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from bench import _common
 from conntrack_lib import commands, daemon, executor, helper, netns, parser, privileged
+from conntrack_lib.parser import base
 from conntrack_lib.parser.fast import FAST_LINE_RE
 
 RATIO_TARGET = 2.0
 PEAK_TARGET_MB = 50.0
+#: Bytes of the piped side's pipe, and the most one read takes.
+PIECE_BYTES = 1 << 20
 
 
 def _seed_lines(count: int) -> list[str]:
@@ -121,6 +128,43 @@ def _regex_only(text: str) -> int:
     return sum(1 for match in FAST_LINE_RE.finditer(text) if match.groups())
 
 
+def _address_texts(text: str) -> list[str]:
+    """Return the four address texts of every line the fast pattern reads."""
+    return [match[group] for match in FAST_LINE_RE.finditer(text) for group in (6, 7, 13, 14)]
+
+
+def _addresses_only(texts: list[str]) -> int:
+    """Look every address text up as the parser does: one cache per call."""
+    cache = base.Addresses()
+    return len([cache[address] for address in texts])
+
+
+def _piped_parse(argv: tuple[str, ...]) -> int:
+    """Parse conntrack's output while it prints, fed in pieces of whole lines."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        # A 64 KiB pipe holds conntrack in lockstep with the parse; a
+        # larger one lets it print ahead, as a daemon reading into a buffer
+        # would.
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIECE_BYTES)
+        return len(parser.parse_entries(_pieces(proc.stdout.fileno())))
+
+
+def _pieces(fd: int) -> Iterator[str]:
+    """Yield what a pipe delivers, decoded and cut after its last newline."""
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    pending = ""
+    while data := os.read(fd, PIECE_BYTES):
+        text = pending + decoder.decode(data)
+        cut = text.rfind("\n") + 1
+        pending = text[cut:]
+        if cut:
+            yield text[:cut]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
 def _drain(privsep: executor.PrivsepExecutor, ns: str) -> int:
     return sum(len(line) for line in privsep.iter_lines(commands.ListCommand(), namespace=ns))
 
@@ -140,6 +184,7 @@ def main() -> int:
             namespace=ns, executor=executor.ProcessExecutor(binary=_common.CONNTRACK))
         argv = netns.build_argv(commands.ListCommand(), _common.CONNTRACK, ns)
         text = _raw_dump(argv).decode()
+        addresses = _address_texts(text)
         try:
             listed = len(reader.list_entries())  # starts the daemon outside the timing
             figures = _rounds({
@@ -147,35 +192,62 @@ def main() -> int:
                 "list_entries (privsep)": reader.list_entries,
                 "list_entries (process)": direct.list_entries,
                 "list_entries, caller holds gc": lambda: _collector_held(reader.list_entries),
+                "dump piped into parse_entries": lambda: _piped_parse(argv),
                 "transfer only (privsep)": lambda: _drain(privsep, ns),
                 "parse only (in memory)": lambda: parser.parse_entries(text),
+                "  same, caller holds gc": lambda: _collector_held(
+                    lambda: parser.parse_entries(text)),
                 "  of which the line regex": lambda: _regex_only(text),
+                "  of which the addresses": lambda: _addresses_only(addresses),
             }, opts.repeat)
+            heap = len(gc.get_objects())  # what each full collection walks before the parse
             collector = _collector_share(reader.list_entries)
             peak, streamed = _peak_mb(lambda: sum(1 for _ in reader.iter_entries()))
         finally:
             daemon.stop(privileged.default)
-    return _report(figures, collector, (listed, streamed, peak, len(text)))
+    return _report(figures, (*collector, heap), (listed, streamed, peak, len(text)))
 
 
-def _report(figures: dict[str, float], collector: tuple[float, float, int],
+def _report(figures: dict[str, float], collector: tuple[float, float, int, int],
             sizes: tuple[int, int, float, int]) -> int:
     listed, streamed, peak, size = sizes
-    base = figures["conntrack -L (raw)"]
+    floor = figures["conntrack -L (raw)"]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"{listed} entries, {size / 1e6:.1f} MB of text")
     for name, seconds in figures.items():
-        print(f"  {name:<26} {seconds:7.3f} s   x{seconds / base:5.2f}")
-    wall, collected, full = collector
+        print(f"  {name:<30} {seconds:7.3f} s   x{seconds / floor:5.2f}   "
+              f"{seconds / max(listed, 1) * 1e6:5.2f} us/line")
+    wall, collected, full, heap = collector
     print(f"garbage collector during one list_entries: {collected:.3f} s of {wall:.3f} s "
-          f"({collected / wall:.0%}, {full} full collections)")
-    ratio = figures["list_entries (privsep)"] / base
+          f"({collected / wall:.0%}, {full} full collections; {heap} objects tracked "
+          "before it)")
+    _breakdown(figures)
+    ratio = figures["list_entries (privsep)"] / floor
     print(f"ratio list_entries / dump   {ratio:.2f}  (target <= {RATIO_TARGET})")
     print(f"iter_entries peak           {peak:.1f} MiB over {streamed} entries "
           f"(target < {PEAK_TARGET_MB:.0f})")
     ok = ratio <= RATIO_TARGET and peak < PEAK_TARGET_MB and listed == streamed
     print("result                      " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
+
+
+def _breakdown(figures: dict[str, float]) -> None:
+    """Print list_entries through the daemon split into the measured parts (x dump)."""
+    floor = figures["conntrack -L (raw)"]
+    transfer = figures["transfer only (privsep)"]
+    parse, held = figures["parse only (in memory)"], figures["  same, caller holds gc"]
+    regex, addresses = figures["  of which the line regex"], figures["  of which the addresses"]
+    parts = {
+        "dump": floor,
+        "transfer, decode, split": transfer - floor,
+        "line regex": regex,
+        "address objects": addresses,
+        "other construction": held - regex - addresses,
+        "garbage collector": parse - held,
+        "rest (joins, noise)": figures["list_entries (privsep)"] - transfer - parse,
+    }
+    print("list_entries (privsep), measured parts: " + ", ".join(
+        f"{name} {seconds / floor:.2f}" for name, seconds in parts.items()))
 
 
 if __name__ == "__main__":

@@ -314,8 +314,8 @@ class ConntrackHelper(DeletingMixin):
         :raises CommandError: when conntrack fails.
         """
         fields, output, predicate = self._list_filters(filters)
-        # parse_entries builds the list with the garbage collector held off,
-        # a third cheaper than list(iter_entries(...)) on large tables.
+        # parse_entries scans blocks of lines as they arrive, cheaper than
+        # building the list from iter_entries(...) line by line.
         entries = parser.parse_entries(self._listing(fields, output))
         if not filters:
             self._table_size = len(entries)

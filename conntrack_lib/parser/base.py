@@ -31,6 +31,11 @@ EMPTY: frozenset[str] = frozenset()
 
 _IPV4_MAX_TEXT = len("255.255.255.255")
 _STATUS_CACHE: dict[tuple[str, ...], frozenset[str]] = {}
+# Bound once: Addresses.__missing__ runs once per distinct address.
+_inet_aton = socket.inet_aton
+_inet_pton = socket.inet_pton
+_AF_INET6 = socket.AF_INET6
+_from_bytes = int.from_bytes
 
 
 class LineError(Exception):
@@ -94,14 +99,15 @@ class Addresses(dict[str, netaddr.IPAddress]):
     """
 
     def __missing__(self, text: str) -> netaddr.IPAddress:
+        # Runs once per distinct address (once per line of a table of
+        # distinct clients): the cheap IPv4 test comes first.
         try:
-            if ":" in text:
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
-                address = _make_address(value, 6)
-            elif len(text) <= _IPV4_MAX_TEXT and text.count(".") == 3:
+            if text.count(".") == 3 and len(text) <= _IPV4_MAX_TEXT and ":" not in text:
                 # The count rules out what inet_aton also takes ("1.2.3",
                 # "0x01020304"); conntrack never prints those.
-                address = _make_address(int.from_bytes(socket.inet_aton(text), "big"), 4)
+                address = _make_address(_from_bytes(_inet_aton(text), "big"), 4)
+            elif ":" in text:
+                address = _make_address(_from_bytes(_inet_pton(_AF_INET6, text), "big"), 6)
             else:
                 raise LineError(f"not an IP address: {text!r}")
         except OSError as exc:

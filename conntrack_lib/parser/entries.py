@@ -8,7 +8,6 @@ instead of being called once per line.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 
 from oslo_log import log as logging
@@ -18,9 +17,11 @@ from conntrack_lib.parser.base import Addresses, LineError, Numbers, ParseStats,
 from conntrack_lib.parser.fast import FAST_LINE_RE, fast_entry, fast_match
 from conntrack_lib.parser.lines import parse_text
 
-#: Lines joined into one text for the scan when parse_entries gets lines:
-#: enough to amortise the call overhead, small enough to stay in cache.
-SCAN_BLOCK_LINES = 2048
+#: Characters joined into one text for the scan when parse_entries gets
+#: lines: enough to amortise the call overhead, small enough to stay in
+#: cache, and a piece of many lines that arrives whole is scanned at once
+#: rather than held back until more arrive.
+SCAN_BLOCK_CHARS = 256 * 1024
 
 LOG = logging.getLogger(__name__)
 
@@ -65,10 +66,13 @@ def parse_entries(text: str | Iterable[str], *, strict: bool = False,
 
     Same result as ``list(iter_entries(...))``, faster: the common line
     shape is matched over many lines of text in one scan (other lines go
-    through the line-by-line parser).  Given lines, it joins them
-    :data:`~conntrack_lib.parser.entries.SCAN_BLOCK_LINES` at a time for that scan.
+    through the line-by-line parser).  Given lines, it joins them about
+    :data:`~conntrack_lib.parser.entries.SCAN_BLOCK_CHARS` characters at a
+    time for that scan.
 
-    :param text: the whole output, or its lines (a pipe being read works).
+    :param text: the whole output, or its lines (a pipe being read works);
+        an item may also hold several whole lines (a piece of a stream cut
+        after a newline), which spares the caller splitting it.
     :param strict: raise on an unreadable line instead of skipping it.
     :param stats: optional counters, added to when the parse ends.
     :returns: the entries, in output order.
@@ -78,10 +82,24 @@ def parse_entries(text: str | Iterable[str], *, strict: bool = False,
     if isinstance(text, str):
         scanner.scan(text)
     else:
-        lines = iter(text)
-        while block := list(itertools.islice(lines, SCAN_BLOCK_LINES)):
-            scanner.scan("\n".join([line.rstrip("\n") for line in block]))
+        for block in _blocks(text):
+            scanner.scan_joined(block)
     return scanner.finish(stats)
+
+
+def _blocks(lines: Iterable[str]) -> Iterator[str]:
+    """Join lines into texts of about SCAN_BLOCK_CHARS, one line per text line."""
+    block: list[str] = []
+    size = 0
+    for line in lines:
+        block.append(line)
+        size += len(line)
+        if size >= SCAN_BLOCK_CHARS:
+            yield "\n".join([part.removesuffix("\n") for part in block])
+            block = []
+            size = 0
+    if block:
+        yield "\n".join([part.removesuffix("\n") for part in block])
 
 
 class _Scanner:
@@ -111,10 +129,25 @@ class _Scanner:
         if pos < len(text):
             entries.extend(self._slow_lines(text[pos:]))
 
+    def scan_joined(self, text: str) -> None:
+        """Scan lines joined by newlines, counting blank ones at the end too.
+
+        Joined from ``["a", ""]``, ``"a\n"`` holds two lines; no scan or gap
+        reaches the last, and line numbers after it would be one short.
+        """
+        before = self._seen()
+        self.scan(text)
+        self.slow.lines += text.count("\n") + 1 - (self._seen() - before)
+
+    def _seen(self) -> int:
+        """Return the number of lines read so far, by either path."""
+        slow = self.slow
+        return slow.lines + len(self.entries) - slow.entries
+
     def _slow_lines(self, text: str) -> Iterator[Entry]:
         """Parse the lines the fast scan left, numbering them after those before."""
         slow = self.slow
-        line_base = slow.lines + len(self.entries) - slow.entries
+        line_base = self._seen()
         return drive(text.splitlines(), lambda line: parse_text(line, self.addresses),
                      self.strict, slow, None, line_base)
 

@@ -22,6 +22,7 @@ import pytest
 from conntrack_lib import exceptions, parser
 from conntrack_lib.models import Counters, CpuStats, Entry, Event, FlowTuple
 from conntrack_lib.parser import base, builders
+from conntrack_lib.parser import entries as entries_module
 from conntrack_lib.parser import fast as fast_path
 from conntrack_lib.parser import lines as line_parser
 
@@ -416,6 +417,7 @@ def test_fast_builders_match_the_models() -> None:
     built = builders.build_entry(*values)  # type: ignore[arg-type]
     assert built == Entry(*values)  # type: ignore[arg-type]
     assert hash(built) == hash(Entry(*values))  # type: ignore[arg-type]
+    assert repr(built) == repr(Entry(*values))  # type: ignore[arg-type]
     assert dataclasses.astuple(built) == dataclasses.astuple(Entry(*values))  # type: ignore[arg-type]
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.mark = 1  # type: ignore[misc]
@@ -671,6 +673,59 @@ def test_parse_entries_accepts_lines() -> None:
         parser.parse_entries(text))
     assert (stats.entries, stats.skipped, stats.summaries) == (3, 1, 1)
     assert gc.isenabled()
+
+
+def test_parse_entries_accepts_pieces_of_several_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stream cut after newlines hands over pieces of many lines: each is
+    # scanned whole, and strict errors still name the right line.
+    text = _mixed_text()
+    lines = text.splitlines(keepends=True)
+    pieces = ["".join(lines[:3]), "".join(lines[3:5]), "".join(lines[5:])]
+    stats = parser.ParseStats()
+    assert parser.parse_entries(pieces, stats=stats) == parser.parse_entries(text)
+    assert (stats.lines, stats.entries, stats.skipped, stats.summaries) == (6, 3, 1, 1)
+    with pytest.raises(exceptions.ParseError) as caught:
+        parser.parse_entries(pieces, strict=True)
+    assert caught.value.lineno == 2
+    # Blocks smaller than one piece: every piece becomes its own scan.
+    monkeypatch.setattr(entries_module, "SCAN_BLOCK_CHARS", 1)
+    assert parser.parse_entries(pieces) == parser.parse_entries(text)
+    with pytest.raises(exceptions.ParseError) as caught:
+        parser.parse_entries(iter(lines[2:] + lines[:2]), strict=True)
+    assert caught.value.lineno == 6
+
+
+def test_fast_path_shares_protocol_and_state_names() -> None:
+    # A match returns new strings per line; the entries hold shared ones.
+    line = ("tcp      6 431999 ESTABLISHED src=10.0.0.{n} dst=10.0.0.9 sport=40000 dport=2 "
+            "src=10.0.0.9 dst=10.0.0.{n} sport=2 dport=40000 [ASSURED] mark=0 use=1")
+    first, second = parser.parse_entries("\n".join(line.format(n=n) for n in (1, 2)))
+    assert (first.proto, first.state, first.protonum) == ("tcp", "ESTABLISHED", 6)
+    assert first.proto is second.proto
+    assert first.state is second.state
+    assert first.original.sport is second.original.sport
+
+
+def test_parser_leaves_process_state_and_other_packages_alone() -> None:
+    # Issue 17: no garbage-collector calls and no private attribute of
+    # another package.  Besides object's own __new__ and __name__, two
+    # dunders are allowed: netaddr's pickle protocol (__setstate__, what
+    # pickle itself calls) and __class__ stores on our own shells
+    # (builders.py, checked against the models at import).
+    allowed = {"__class__", "__setstate__", "__new__", "__name__"}
+    for path in sorted(Path(parser.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not {"gc", "ctypes"} & set(names), (path.name, names)
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                owner = ast.unparse(node.value)
+                assert owner in ("self", "super()") or node.attr in allowed, (
+                    path.name, node.lineno, owner, node.attr)
+            if isinstance(node, ast.Attribute) and node.attr == "__class__":
+                assert isinstance(node.ctx, ast.Store)
+                assert isinstance(node.value, ast.Name) and node.value.id in ("entry", "flow")
 
 
 @pytest.mark.parametrize("line", [
