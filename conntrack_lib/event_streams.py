@@ -37,7 +37,6 @@ import codecs
 import collections
 import contextlib
 import dataclasses
-import fcntl
 import os
 import secrets
 import select
@@ -56,7 +55,7 @@ MAX_STREAMS: Final = 16
 #: Most bytes of stdout one read returns.
 MAX_READ: Final = 1024 * 1024
 #: Pipe size of a listing stream: conntrack prints ahead by this much.
-LISTING_PIPE: Final = 1024 * 1024
+LISTING_PIPE: Final = netns.LISTING_PIPE
 #: Characters of stderr kept per stream (the end, which says why it stopped).
 MAX_STDERR: Final = 64 * 1024
 #: Longest a read waits for output before it returns empty-handed, seconds.
@@ -65,8 +64,6 @@ READ_WAIT: Final = 0.25
 #: Seconds a stream may go unread before the daemon stops it.
 STREAM_IDLE: Final = 120.0
 
-#: fcntl's F_SETPIPE_SZ (Linux; the fcntl module names it from Python 3.10).
-F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: (text, finished, exit_code, stderr, timed_out)
 ReadReply = tuple[str, bool, int | None, str, bool]
 
@@ -101,11 +98,9 @@ def spawn(argv: tuple[str, ...], timeout: float, duration: float | None,
     """
     # The one launcher of the library; -E never ends by itself, so it must
     # not outlive a crashed daemon.
-    proc = netns.launch(argv, die_with_parent=True, binary=True)
+    proc = netns.launch(argv, die_with_parent=True, binary=True, pipe_size=pipe_size)
     if isinstance(proc, netns.ProcessOutput):
         raise exc.ConntrackUnavailableError(argv, proc.exit_code, "", proc.stderr)
-    if pipe_size is not None and proc.stdout is not None:
-        _grow_pipe(proc.stdout.fileno(), pipe_size)
     expired = threading.Event()
 
     def expire() -> None:
@@ -121,16 +116,6 @@ def spawn(argv: tuple[str, ...], timeout: float, duration: float | None,
         thread.daemon = True
         thread.start()
     return Stream(proc, argv, timers, drain, tail, expired, time.monotonic())
-
-
-def _grow_pipe(fd: int, size: int) -> None:
-    """Ask for a pipe of ``size`` bytes; keep the default when refused.
-
-    Above /proc/sys/fs/pipe-max-size only a privileged process may, and a
-    small pipe only costs speed.
-    """
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
 
 
 def _signal(proc: subprocess.Popen[bytes], signum: int) -> None:

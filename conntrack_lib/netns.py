@@ -13,6 +13,7 @@ invitation to make it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -37,6 +38,11 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 #: Seconds a bounded ``-E`` gets after SIGTERM to print its summary.
 EVENTS_GRACE = 2.0
+#: Bytes a listing's stdout pipe holds: conntrack prints this far ahead of
+#: the parse reading it.
+LISTING_PIPE = 1024 * 1024
+#: fcntl's F_SETPIPE_SZ (Linux; the fcntl module names it from Python 3.10).
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: prctl option: the signal a child gets when its parent thread ends.
@@ -221,16 +227,18 @@ def _die_with_parent() -> None:
 
 @overload
 def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
-           binary: Literal[False] = False) -> subprocess.Popen[str] | ProcessOutput: ...
+           binary: Literal[False] = False,
+           pipe_size: int | None = None) -> subprocess.Popen[str] | ProcessOutput: ...
 
 
 @overload
 def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
-           binary: Literal[True]) -> subprocess.Popen[bytes] | ProcessOutput: ...
+           binary: Literal[True],
+           pipe_size: int | None = None) -> subprocess.Popen[bytes] | ProcessOutput: ...
 
 
 def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = False,
-           binary: bool = False
+           binary: bool = False, pipe_size: int | None = None
            ) -> subprocess.Popen[str] | subprocess.Popen[bytes] | ProcessOutput:
     """Start ``argv``: the one place a child process of this library begins.
 
@@ -248,12 +256,15 @@ def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = 
         such children, as it costs the fast spawn path.
     :param binary: unbuffered byte pipes (for a reader that decodes chunks
         itself) instead of UTF-8 text pipes.
+    :param pipe_size: bytes the stdout pipe should hold (``F_SETPIPE_SZ``),
+        so the child can print ahead of its reader; None keeps the kernel's
+        64 KiB.
     :returns: the running child, or the outcome of a failed exec.
     """
     if die_with_parent:
         _libc()  # loaded now, in the parent
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -269,6 +280,19 @@ def launch(argv: Sequence[str], *, stdin: bool = False, die_with_parent: bool = 
         return ProcessOutput(EXIT_NOT_FOUND, "", f"{argv[0]}: {err.strerror}")
     except OSError as err:  # EACCES, ENOEXEC, ...: found but not runnable
         return ProcessOutput(EXIT_CANNOT_EXECUTE, "", f"{argv[0]}: {err.strerror}")
+    if pipe_size is not None and proc.stdout is not None:
+        _grow_pipe(proc.stdout.fileno(), pipe_size)
+    return proc
+
+
+def _grow_pipe(fd: int, size: int) -> None:
+    """Ask for a pipe of ``size`` bytes; keep the default when refused.
+
+    Above /proc/sys/fs/pipe-max-size only a privileged process may, and a
+    small pipe only costs speed.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
 
 
 def run(
@@ -378,7 +402,11 @@ class LineStream:
         self.stderr = ""
 
     def __iter__(self) -> Iterator[str]:
-        proc = launch(self.argv, die_with_parent=self.duration is not None)
+        # A listing (no duration) prints ahead of the parse into a large pipe;
+        # with the default 64 KiB one the two run in lockstep.
+        listing = self.duration is None
+        proc = launch(self.argv, die_with_parent=not listing,
+                      pipe_size=LISTING_PIPE if listing else None)
         if isinstance(proc, ProcessOutput):
             self.exit_code, self.stderr = proc.exit_code, proc.stderr
             return

@@ -30,7 +30,7 @@ from conntrack_lib import (
 from conntrack_lib import exceptions as exc
 from conntrack_lib.models import Event
 from conntrack_lib.privileged import conntrack as priv
-from conntrack_lib.privileged import streams as priv_events
+from conntrack_lib.privileged import streams as priv_streams
 
 FLOOD = ("#!/bin/sh\n"
          "exec /usr/bin/yes '[NEW] udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2'\n")
@@ -101,8 +101,8 @@ def flood(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Iterator[N
     try:
         yield
     finally:
-        for handle in list(priv_events._streams):
-            priv_events.stop_stream(handle)
+        for handle in list(priv_streams._streams):
+            priv_streams.stop_stream(handle)
         cfg.CONF.clear_override("conntrack_binary", group=opts.GROUP)
 
 
@@ -115,14 +115,14 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
     watch = commands.EventsCommand(duration=60).to_primitive()
     tracemalloc.start()
     try:
-        handle, _argv = priv_events.start_events(watch, None, 120)
-        stream = priv_events._streams[handle]
+        handle, _argv = priv_streams.start_events(watch, None, 120)
+        stream = priv_streams._streams[handle]
         time.sleep(1.0)  # nobody reads: the child must block on the full pipe
         ticks = _cpu_ticks(stream.proc.pid)
         time.sleep(0.5)
         assert _cpu_ticks(stream.proc.pid) == ticks, "the child kept running unread"
         tracemalloc.reset_peak()
-        sizes = [len(priv_events.read_stream(handle, event_streams.MAX_READ)[0])
+        sizes = [len(priv_streams.read_stream(handle, event_streams.MAX_READ)[0])
                  for _ in range(50)]
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -130,18 +130,18 @@ def test_daemon_memory_stays_bounded_while_the_client_lags(flood: None) -> None:
     assert max(sizes) <= event_streams.MAX_READ and sum(sizes) > event_streams.MAX_READ
     # One piece in flight (bytes, then str) is all the daemon holds.
     assert peak < 3 * event_streams.MAX_READ + 256 * 1024, peak
-    assert priv_events.stop_stream(handle) is True
+    assert priv_streams.stop_stream(handle) is True
     with pytest.raises(exc.OutputUnavailableError, match="not running"):
-        priv_events.read_stream(handle, 10)
+        priv_streams.read_stream(handle, 10)
 
 
 def test_stream_count_is_bounded(flood: None) -> None:
     watch = commands.EventsCommand(duration=60).to_primitive()
-    handles = [priv_events.start_events(watch, None, 120)[0]
+    handles = [priv_streams.start_events(watch, None, 120)[0]
                for _ in range(event_streams.MAX_STREAMS)]
-    with pytest.raises(exc.OutputUnavailableError, match="event streams"):
-        priv_events.start_events(watch, None, 120)
-    assert all(priv_events.stop_stream(h) for h in handles)
+    with pytest.raises(exc.OutputUnavailableError, match=r"streams \(limit"):
+        priv_streams.start_events(watch, None, 120)
+    assert all(priv_streams.stop_stream(h) for h in handles)
 
 
 def test_whole_capture_is_capped(flood: None) -> None:

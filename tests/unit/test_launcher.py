@@ -90,3 +90,19 @@ def test_summary_count_tells_events_from_entries() -> None:
     assert parser.summary_count(stderr, "shown") == 5
     assert parser.summary_count(stderr, "deleted") is None
     assert parser.summary_count(HOSTILE, "deleted") is None
+
+
+@pytest.mark.parametrize(("asked", "expected"), [(None, 64 * 1024),
+                                                 (netns.LISTING_PIPE, netns.LISTING_PIPE)])
+def test_launch_grows_the_stdout_pipe_when_asked(asked: int | None, expected: int) -> None:
+    import fcntl
+
+    proc = netns.launch(["/bin/sleep", "5"], pipe_size=asked)
+    assert not isinstance(proc, netns.ProcessOutput)
+    try:
+        assert proc.stdout is not None
+        size = fcntl.fcntl(proc.stdout.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        assert size == expected
+    finally:
+        proc.kill()
+        proc.communicate()

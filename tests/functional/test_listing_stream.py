@@ -1,0 +1,139 @@
+"""Listings streamed through the privsep daemon while conntrack prints.
+
+``PrivsepExecutor.iter_lines`` starts ``conntrack -L`` with the daemon's
+``start_listing`` and parses each piece as it arrives; these tests run the
+real daemon (forked) against a real table, and the daemon's entrypoints in
+this process with a script standing in for a conntrack that prints a long
+listing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import pathlib
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from oslo_config import cfg
+
+from conntrack_lib import (
+    ConntrackHelper,
+    commands,
+    daemon,
+    event_streams,
+    executor,
+    opts,
+    privileged,
+)
+from conntrack_lib import exceptions as exc
+from conntrack_lib.privileged import conntrack as priv
+from conntrack_lib.privileged import streams as priv_streams
+from tests.functional import netns
+
+FLOWS = 3000
+#: A conntrack that prints a listing far longer than any pipe, then a summary
+#: (one process, as conntrack is: killing it closes every pipe).
+LONG_LISTING = """#!{python}
+import sys
+line = ("udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 [UNREPLIED] "
+        "src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 mark=0 use=1\\n")
+for _ in range(200000):
+    sys.stdout.write(line)
+sys.stdout.flush()
+sys.stderr.write("conntrack v1.4.7 (conntrack-tools): 200000 flow entries have been shown.\\n")
+"""
+
+
+@pytest.fixture
+def forked() -> Iterator[executor.PrivsepExecutor]:
+    """Yield a PrivsepExecutor whose daemon is forked here and stopped afterwards."""
+    opts.register_opts(cfg.CONF)
+    daemon.stop(privileged.default)
+    try:
+        yield executor.PrivsepExecutor()
+    finally:
+        daemon.stop(privileged.default)
+
+
+def _seeded(ns: str) -> None:
+    netns.seed(ns, [commands.CreateCommand(proto="udp", src=f"10.70.{n // 250}.{n % 250 + 1}",
+                                           dst="10.71.0.1", sport=1000, dport=53, timeout=600)
+                    for n in range(FLOWS)])
+
+
+def test_a_listing_streams_and_equals_the_direct_one(forked: executor.PrivsepExecutor,
+                                                     ns: str) -> None:
+    _seeded(ns)
+    lines = forked.iter_lines(commands.ListCommand(), namespace=ns)
+    assert isinstance(lines, executor.StreamedLines)
+    assert len([line for line in lines if line]) == FLOWS
+    assert lines.result is not None and lines.result.count == FLOWS
+    through_daemon = ConntrackHelper(namespace=ns, executor=forked).list_entries()
+    direct = ConntrackHelper(namespace=ns, executor=executor.ProcessExecutor()).list_entries()
+    assert sorted(map(repr, through_daemon)) == sorted(map(repr, direct))
+    assert ConntrackHelper(namespace=ns, executor=forked).list_entries(src="10.70.0.1") == [
+        e for e in direct if str(e.original.src) == "10.70.0.1"]
+
+
+def test_a_listing_of_a_missing_namespace_fails_typed(forked: executor.PrivsepExecutor) -> None:
+    helper = ConntrackHelper(namespace="ctlt-never-made", executor=forked)
+    with pytest.raises(exc.NamespaceNotFoundError):
+        helper.list_entries()
+
+
+@pytest.fixture
+def long_listing(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run the daemon's entrypoints here, with a script in place of conntrack."""
+    script = tmp_path / "conntrack"
+    script.write_text(LONG_LISTING.format(python=sys.executable), encoding="ascii")
+    script.chmod(0o755)
+    opts.register_opts(cfg.CONF)
+    monkeypatch.setattr(privileged.default, "client_mode", False)
+    cfg.CONF.set_override("conntrack_binary", str(script), group=opts.GROUP)
+    priv._opts_registered = True
+    try:
+        yield
+    finally:
+        for handle in list(priv_streams._streams):
+            priv_streams.stop_stream(handle)
+        cfg.CONF.clear_override("conntrack_binary", group=opts.GROUP)
+
+
+def test_conntrack_prints_a_listing_ahead_into_a_large_pipe(long_listing: None) -> None:
+    handle, _argv = priv_streams.start_listing(commands.ListCommand().to_primitive(), None, 60)
+    stream = priv_streams._streams[handle]
+    assert stream.proc.stdout is not None
+    pipe = fcntl.fcntl(stream.proc.stdout.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    assert pipe == event_streams.LISTING_PIPE
+    time.sleep(1.0)  # nobody reads: the child fills the whole pipe meanwhile
+    text, finished, *_ = priv_streams.read_stream(handle, event_streams.MAX_READ)
+    assert not finished and len(text) > event_streams.MAX_READ // 2
+    pieces = [text]
+    while not finished:
+        text, finished, code, stderr, timed_out = priv_streams.read_stream(
+            handle, event_streams.MAX_READ)
+        pieces.append(text)
+    assert (code, timed_out) == (0, False) and "200000 flow entries" in stderr
+    assert "".join(pieces).count("\n") == 200000
+
+
+def test_start_listing_refuses_every_other_kind(long_listing: None) -> None:
+    for command in (commands.CountCommand(), commands.DeleteCommand(zone=3),
+                    commands.EventsCommand(duration=1)):
+        with pytest.raises(exc.InvalidArgumentError):
+            priv_streams.start_listing(command.to_primitive(), None, 60)
+
+
+def test_a_closed_listing_stops_its_conntrack(long_listing: None) -> None:
+    lines = executor.PrivsepExecutor().iter_lines(commands.ListCommand())
+    assert isinstance(lines, executor.StreamedLines)
+    assert next(lines).startswith("udp")
+    (handle,) = list(priv_streams._streams)
+    proc = priv_streams._streams[handle].proc
+    lines.close()
+    assert len(priv_streams._streams) == 0
+    assert proc.returncode is not None  # killed and reaped, not left printing
+    with pytest.raises(StopIteration):
+        next(lines)
