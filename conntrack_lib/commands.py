@@ -727,6 +727,7 @@ COMMAND_CLASSES: tuple[type[Command], ...] = (
 
 __all__ = [
     "COMMAND_CLASSES",
+    "LABEL_FIELDS",
     "BatchCommand",
     "Command",
     "CountCommand",
@@ -740,4 +741,6 @@ __all__ = [
     "UpdateCommand",
     "VersionCommand",
     "from_primitive",
+    "load_chunks",
+    "names_labels",
 ]

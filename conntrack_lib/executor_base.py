@@ -1,6 +1,6 @@
 """What both executors share: the options, netlink chunking.
 
-:class:`Executor` (from :mod:`conntrack_lib.executing`) is the protocol
+:class:`~conntrack_lib.executing.Executor` is the protocol
 :class:`~conntrack_lib.helper.ConntrackHelper` depends on; :class:`Configured`
 reads the options both executors use and runs a command with retries; the
 chunk helpers keep every exact delete or netlink create far below

@@ -74,7 +74,7 @@ class PrivsepExecutor(Configured):
     ) -> Iterator[str]:
         """Run a list command once and yield its lines while conntrack still prints.
 
-        The daemon streams the listing (:func:`~conntrack_lib.privileged.streams.start_listing`):
+        The daemon streams the listing (its ``start_listing`` entrypoint):
         the agent parses one piece while conntrack prints the next.  When
         every stream slot of the daemon is taken, the listing runs to its
         end there and is fetched chunk by chunk instead.  A failure of a
