@@ -63,6 +63,10 @@ MAX_STDERR: Final = 64 * 1024
 READ_WAIT: Final = 0.25
 #: Seconds a stream may go unread before the daemon stops it.
 STREAM_IDLE: Final = 120.0
+#: The same for a listing: as long as a spooled listing is kept unread
+#: (spool.SPOOL_TTL), so a consumer that works between pieces loses nothing
+#: by the listing being streamed.
+LISTING_IDLE: Final = 300.0
 
 #: (text, finished, exit_code, stderr, timed_out)
 ReadReply = tuple[str, bool, int | None, str, bool]
@@ -83,6 +87,8 @@ class Stream:
     stderr: collections.deque[str]
     expired: threading.Event
     last_read: float
+    #: Seconds it may go unread before it is stopped; None for the owner's default.
+    idle: float | None = None
     decoder: codecs.IncrementalDecoder = dataclasses.field(default_factory=_new_decoder)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -169,8 +175,10 @@ class Streams:
         return len(self._running)
 
     def start(self, argv: tuple[str, ...], timeout: float, duration: float | None, *,
-              pipe_size: int | None = None) -> str:
+              pipe_size: int | None = None, idle: float | None = None) -> str:
         """Spawn ``argv`` as a new stream and return its handle (see :func:`spawn`).
+
+        :param idle: seconds this stream may go unread; None for ``self.idle``.
 
         :raises OutputUnavailableError: ``max_streams`` streams already run.
         :raises ConntrackUnavailableError: the binary is missing or cannot run.
@@ -182,7 +190,9 @@ class Streams:
                     argv, None, "", f"the privsep daemon already runs {len(self._running)} "
                     f"streams (limit {self.max_streams}); close one and retry\n")
             handle = secrets.token_hex(16)
-            self._running[handle] = spawn(argv, timeout, duration, pipe_size)
+            stream = spawn(argv, timeout, duration, pipe_size)
+            stream.idle = idle
+            self._running[handle] = stream
         return handle
 
     def read(self, handle: str, size: int) -> ReadReply:
@@ -233,8 +243,12 @@ class Streams:
                 f"unread for more than {self.idle:g} s, or lost when the daemon restarted\n")
         return stream
 
+    def _idle_of(self, stream: Stream) -> float:
+        return self.idle if stream.idle is None else stream.idle
+
     def _reap_idle_locked(self) -> None:
         now = time.monotonic()
         for key in [key for key, stream in self._running.items()
-                    if now - stream.last_read > self.idle and not stream.lock.locked()]:
+                    if now - stream.last_read > self._idle_of(stream)
+                    and not stream.lock.locked()]:
             finish(self._running.pop(key), kill=True)

@@ -31,7 +31,7 @@ def start_events(command: object, namespace: object,
     :raises OutputUnavailableError: too many streams already run.
     """
     cmd = boundary.rebuild(command, boundary.EVENT_KINDS)
-    return _start(cmd, namespace, timeout, boundary.duration(cmd), None)
+    return _start(cmd, namespace, timeout, boundary.duration(cmd))
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
@@ -41,14 +41,17 @@ def start_listing(command: object, namespace: object,
     """Start a ``conntrack -L`` whose output is read with :func:`read_stream`.
 
     Its pipe holds :data:`~conntrack_lib.event_streams.LISTING_PIPE` bytes,
-    so conntrack prints ahead while the agent parses the previous piece.
+    so conntrack prints ahead while the agent parses the previous piece; it
+    may go unread for :data:`~conntrack_lib.event_streams.LISTING_IDLE`
+    seconds, as long as a spooled output is kept.
 
     :raises InvalidArgumentError: the command, namespace or timeout is invalid.
     :raises NamespaceNotFoundError: the namespace does not exist.
     :raises OutputUnavailableError: too many streams already run.
     """
     cmd = boundary.rebuild(command, _LIST_KINDS)
-    return _start(cmd, namespace, timeout, None, event_streams.LISTING_PIPE)
+    return _start(cmd, namespace, timeout, None, pipe_size=event_streams.LISTING_PIPE,
+                  idle=event_streams.LISTING_IDLE)
 
 
 @privileged.default.entrypoint  # type: ignore[untyped-decorator]
@@ -71,9 +74,10 @@ def stop_stream(handle: object) -> bool:
 
 
 def _start(cmd: commands.Command, namespace: object, timeout: object, duration: float | None,
-           pipe_size: int | None) -> tuple[str, tuple[str, ...]]:
+           *, pipe_size: int | None = None,
+           idle: float | None = None) -> tuple[str, tuple[str, ...]]:
     ns = boundary.check_namespace(namespace)
     limit = boundary.check_timeout(timeout)
     conntrack._check_bounding_set()
     argv = netns.build_argv(cmd, conntrack._configured_binary(), ns)
-    return _streams.start(argv, limit, duration, pipe_size=pipe_size), argv
+    return _streams.start(argv, limit, duration, pipe_size=pipe_size, idle=idle), argv

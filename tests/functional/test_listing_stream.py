@@ -137,3 +137,20 @@ def test_a_closed_listing_stops_its_conntrack(long_listing: None) -> None:
     assert proc.returncode is not None  # killed and reaped, not left printing
     with pytest.raises(StopIteration):
         next(lines)
+
+
+def test_a_listing_outlives_the_idle_time_of_event_streams(
+        long_listing: None, tmp_path: pathlib.Path) -> None:
+    script = str(next(tmp_path.glob("conntrack")))
+    streams = event_streams.Streams(idle=0.2)
+    capture = streams.start((script,), 60, 30)
+    listing = streams.start((script,), 60, None, idle=event_streams.LISTING_IDLE)
+    try:
+        time.sleep(0.5)  # both unread for longer than the streams' default idle time
+        text, finished, *_ = streams.read(listing, event_streams.MAX_READ)
+        assert text and not finished
+        with pytest.raises(exc.OutputUnavailableError, match="not running"):
+            streams.read(capture, 10)
+    finally:
+        for handle in list(streams):
+            streams.stop(handle)
