@@ -240,7 +240,8 @@ class Streams:
             raise exc.OutputUnavailableError(
                 ("read_stream",), None, "",
                 f"stream {handle} is not running in the privsep daemon: stopped, "
-                f"unread for more than {self.idle:g} s, or lost when the daemon restarted\n")
+                f"unread for more than {self.idle:g} s ({LISTING_IDLE:g} s for a listing), "
+                "or lost when the daemon restarted\n")
         return stream
 
     def _idle_of(self, stream: Stream) -> float:

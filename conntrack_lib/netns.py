@@ -41,8 +41,6 @@ EVENTS_GRACE = 2.0
 #: Bytes a listing's stdout pipe holds: conntrack prints this far ahead of
 #: the parse reading it.
 LISTING_PIPE = 1024 * 1024
-#: fcntl's F_SETPIPE_SZ (Linux; the fcntl module names it from Python 3.10).
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: prctl option: the signal a child gets when its parent thread ends.
@@ -292,7 +290,7 @@ def _grow_pipe(fd: int, size: int) -> None:
     small pipe only costs speed.
     """
     with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 def run(

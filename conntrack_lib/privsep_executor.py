@@ -315,7 +315,27 @@ class PrivsepExecutor(Configured):
             daemon.stop(privileged.default)
 
 
-class SpooledLines(Iterator[str]):
+class _DaemonLines(Iterator[str]):
+    """Lines the daemon holds for this iterator: any error while reading closes it."""
+
+    _lines: Generator[str, None, None]
+
+    def __iter__(self) -> _DaemonLines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop reading and free what the daemon holds for this iterator."""
+        raise NotImplementedError
+
+
+class SpooledLines(_DaemonLines):
     """The lines of one listing whose output the daemon holds.
 
     The daemon's copy is released as soon as the last line was read, the
@@ -333,16 +353,6 @@ class SpooledLines(Iterator[str]):
         if handle is not None:
             self._finalizer = weakref.finalize(self, _release_in_background, owner, handle)
             self._finalizer.atexit = False  # a dying agent needs no round trip
-
-    def __iter__(self) -> SpooledLines:
-        return self
-
-    def __next__(self) -> str:
-        try:
-            return next(self._lines)
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         """Stop reading and release the daemon's copy of the output now."""
@@ -377,7 +387,7 @@ class _StreamRun:
     result: Result | None = None
 
 
-class StreamedLines(Iterator[str]):
+class StreamedLines(_DaemonLines):
     """The lines of one stream (a ``-E`` capture or a ``-L`` listing) read through the daemon.
 
     The stream is stopped in the daemon when the iterator is closed or
@@ -403,16 +413,6 @@ class StreamedLines(Iterator[str]):
     def result(self) -> Result | None:
         """Return the interpreted outcome once the last line was read."""
         return self._run.result
-
-    def __iter__(self) -> StreamedLines:
-        return self
-
-    def __next__(self) -> str:
-        try:
-            return next(self._lines)
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         """Stop the stream in the daemon now (idempotent)."""

@@ -101,7 +101,7 @@ def test_launch_grows_the_stdout_pipe_when_asked(asked: int | None, expected: in
     assert not isinstance(proc, netns.ProcessOutput)
     try:
         assert proc.stdout is not None
-        size = fcntl.fcntl(proc.stdout.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        size = fcntl.fcntl(proc.stdout.fileno(), fcntl.F_GETPIPE_SZ)
         assert size == expected
     finally:
         proc.kill()
