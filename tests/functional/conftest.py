@@ -8,12 +8,19 @@ CI) a test that cannot run fails instead of skipping.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import pytest
+from oslo_config import cfg
 
+from conntrack_lib import daemon, opts, privileged
+from conntrack_lib.executor import PrivsepExecutor
+from conntrack_lib.privileged import conntrack as priv
+from conntrack_lib.privileged import streams as priv_streams
 from conntrack_lib.testing import namespaces
 from tests.functional import mounts, netns
 
@@ -42,8 +49,12 @@ def _missing() -> str | None:
 @pytest.fixture(autouse=True)
 def _require_functional_environment() -> None:
     reason = _missing()
-    if reason is None:
-        return
+    if reason is not None:
+        _cannot_run(reason)
+
+
+def _cannot_run(reason: str) -> NoReturn:
+    """Fail under CONNTRACK_LIB_REQUIRE_FUNCTIONAL=1 (CI), else skip loudly."""
     if os.environ.get("CONNTRACK_LIB_REQUIRE_FUNCTIONAL") == "1":
         pytest.fail(f"CANNOT RUN FUNCTIONAL TEST: {reason}")
     pytest.skip(f"SKIPPED, NOT RUN: {reason}")
@@ -67,10 +78,7 @@ def _nft() -> str:
     found = shutil.which("nft") or ("/usr/sbin/nft" if os.access("/usr/sbin/nft", os.X_OK)
                                     else None)
     if found is None:
-        reason = "labels need nft (Debian package nftables; tools/test.sh installs it)"
-        if os.environ.get("CONNTRACK_LIB_REQUIRE_FUNCTIONAL") == "1":
-            pytest.fail(f"CANNOT RUN FUNCTIONAL TEST: {reason}")
-        pytest.skip(f"SKIPPED, NOT RUN: {reason}")
+        _cannot_run("labels need nft (Debian package nftables; tools/test.sh installs it)")
     return found
 
 
@@ -88,3 +96,36 @@ def labelled(ns: str) -> Iterator[str]:
         subprocess.run([netns.IP, "netns", "exec", ns, nft, "-f", "-"], input=LABEL_RULESET,
                        text=True, check=True, capture_output=True, timeout=60)
         yield ns
+
+
+@pytest.fixture
+def forked_daemon() -> Iterator[PrivsepExecutor]:
+    """Yield a PrivsepExecutor whose daemon is forked here and stopped afterwards."""
+    opts.register_opts(cfg.CONF)
+    daemon.stop(privileged.default)
+    try:
+        yield PrivsepExecutor()
+    finally:
+        daemon.stop(privileged.default)
+
+
+@pytest.fixture
+def entrypoints_here(tmp_path: pathlib.Path,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Yield a function that runs the daemon's entrypoints in this process with a script
+    (its text) in place of conntrack; every stream they started is stopped afterwards."""
+    def install(text: str) -> None:
+        script = tmp_path / "conntrack"
+        script.write_text(text, encoding="ascii")
+        script.chmod(0o755)
+        monkeypatch.setattr(privileged.default, "client_mode", False)
+        cfg.CONF.set_override("conntrack_binary", str(script), group=opts.GROUP)
+        priv._opts_registered = True
+
+    opts.register_opts(cfg.CONF)
+    try:
+        yield install
+    finally:
+        for handle in list(priv_streams._streams):
+            priv_streams.stop_stream(handle)
+        cfg.CONF.clear_override("conntrack_binary", group=opts.GROUP)

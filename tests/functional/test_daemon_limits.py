@@ -12,19 +12,16 @@ from collections.abc import Iterator
 import pytest
 from oslo_config import cfg
 
-from conntrack_lib import ConntrackHelper, daemon, executor, opts, privileged
+from conntrack_lib import ConntrackHelper, executor, opts
 from conntrack_lib import exceptions as exc
 from conntrack_lib.privileged import conntrack as priv
 
 
 @pytest.fixture
-def forked() -> Iterator[executor.PrivsepExecutor]:
-    opts.register_opts(cfg.CONF)
-    daemon.stop(privileged.default)
+def forked(forked_daemon: executor.PrivsepExecutor) -> Iterator[executor.PrivsepExecutor]:
     try:
-        yield executor.PrivsepExecutor()
+        yield forked_daemon
     finally:
-        daemon.stop(privileged.default)
         cfg.CONF.clear_override("chunk_size", group=opts.GROUP)
 
 

@@ -12,7 +12,7 @@ import pathlib
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,21 +89,9 @@ def test_closing_the_stream_stops_the_capture(ns: str) -> None:
 # -- memory bound, with a child that never stops printing --------------------
 
 @pytest.fixture
-def flood(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Iterator[None]:
+def flood(entrypoints_here: Callable[[str], None]) -> None:
     """Run entrypoints in-process with an endless event printer as conntrack."""
-    script = tmp_path / "conntrack"
-    script.write_text(FLOOD, encoding="ascii")
-    script.chmod(0o755)
-    opts.register_opts(cfg.CONF)
-    monkeypatch.setattr(privileged.default, "client_mode", False)
-    cfg.CONF.set_override("conntrack_binary", str(script), group=opts.GROUP)
-    priv._opts_registered = True
-    try:
-        yield
-    finally:
-        for handle in list(priv_streams._streams):
-            priv_streams.stop_stream(handle)
-        cfg.CONF.clear_override("conntrack_binary", group=opts.GROUP)
+    entrypoints_here(FLOOD)
 
 
 def _cpu_ticks(pid: int) -> int:

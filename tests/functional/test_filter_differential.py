@@ -171,6 +171,12 @@ def _identity(protonum: int, src: object, l4: int | None) -> tuple[int, str, int
     return protonum, str(netaddr.IPAddress(str(src))), l4
 
 
+def _spec_identity(fields: dict[str, Any]) -> tuple[int, str, int | None]:
+    """Return the identity of the flow ``fields`` created (see :func:`_entry_identity`)."""
+    l4 = fields.get("sport", fields.get("icmp_id", fields.get("srckey")))
+    return _identity(_protonum(fields["proto"]), fields["src"], l4)
+
+
 def _created_status(spec: list[dict[str, Any]]) -> dict[tuple[int, str, int | None], set[str]]:
     """Return the status bits each flow was created with, by its original tuple.
 
@@ -179,8 +185,7 @@ def _created_status(spec: list[dict[str, Any]]) -> dict[tuple[int, str, int | No
     """
     bits = {}
     for fields in spec:
-        l4 = fields.get("sport", fields.get("icmp_id", fields.get("srckey")))
-        bits[_identity(_protonum(fields["proto"]), fields["src"], l4)] = set(
+        bits[_spec_identity(fields)] = set(
             fields.get("status", ()))
     return bits
 
@@ -233,9 +238,8 @@ def _check_labels_kept(table: list[Entry], spec: list[dict[str, Any]]) -> None:
     requests would match nothing and prove nothing)."""
     wanted = {_entry_identity(e): e.labels for e in table}
     for fields in spec:
-        l4 = fields.get("sport", fields.get("icmp_id", fields.get("srckey")))
         names = fields.get("label_add", ())
-        assert wanted[_identity(_protonum(fields["proto"]), fields["src"], l4)] == frozenset(
+        assert wanted[_spec_identity(fields)] == frozenset(
             names.split(",") if isinstance(names, str) else names), fields
 
 

@@ -13,22 +13,17 @@ import fcntl
 import pathlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
-from oslo_config import cfg
 
 from conntrack_lib import (
     ConntrackHelper,
     commands,
-    daemon,
     event_streams,
     executor,
-    opts,
-    privileged,
 )
 from conntrack_lib import exceptions as exc
-from conntrack_lib.privileged import conntrack as priv
 from conntrack_lib.privileged import streams as priv_streams
 from tests.functional import netns
 
@@ -46,66 +41,44 @@ sys.stderr.write("conntrack v1.4.7 (conntrack-tools): 200000 flow entries have b
 """
 
 
-@pytest.fixture
-def forked() -> Iterator[executor.PrivsepExecutor]:
-    """Yield a PrivsepExecutor whose daemon is forked here and stopped afterwards."""
-    opts.register_opts(cfg.CONF)
-    daemon.stop(privileged.default)
-    try:
-        yield executor.PrivsepExecutor()
-    finally:
-        daemon.stop(privileged.default)
-
-
 def _seeded(ns: str) -> None:
     netns.seed(ns, [commands.CreateCommand(proto="udp", src=f"10.70.{n // 250}.{n % 250 + 1}",
                                            dst="10.71.0.1", sport=1000, dport=53, timeout=600)
                     for n in range(FLOWS)])
 
 
-def test_a_listing_streams_and_equals_the_direct_one(forked: executor.PrivsepExecutor,
+def test_a_listing_streams_and_equals_the_direct_one(forked_daemon: executor.PrivsepExecutor,
                                                      ns: str) -> None:
     _seeded(ns)
-    lines = forked.iter_lines(commands.ListCommand(), namespace=ns)
+    lines = forked_daemon.iter_lines(commands.ListCommand(), namespace=ns)
     assert isinstance(lines, executor.StreamedLines)
     assert len([line for line in lines if line]) == FLOWS
     assert lines.result is not None and lines.result.count == FLOWS
-    through_daemon = ConntrackHelper(namespace=ns, executor=forked).list_entries()
+    through_daemon = ConntrackHelper(namespace=ns, executor=forked_daemon).list_entries()
     direct = ConntrackHelper(namespace=ns, executor=executor.ProcessExecutor()).list_entries()
     assert sorted(map(repr, through_daemon)) == sorted(map(repr, direct))
-    assert ConntrackHelper(namespace=ns, executor=forked).list_entries(src="10.70.0.1") == [
+    assert ConntrackHelper(namespace=ns, executor=forked_daemon).list_entries(src="10.70.0.1") == [
         e for e in direct if str(e.original.src) == "10.70.0.1"]
 
 
-def test_a_listing_of_a_missing_namespace_fails_typed(forked: executor.PrivsepExecutor) -> None:
-    helper = ConntrackHelper(namespace="ctlt-never-made", executor=forked)
+def test_a_listing_of_a_missing_namespace_fails_typed(
+        forked_daemon: executor.PrivsepExecutor) -> None:
+    helper = ConntrackHelper(namespace="ctlt-never-made", executor=forked_daemon)
     with pytest.raises(exc.NamespaceNotFoundError):
         helper.list_entries()
 
 
 @pytest.fixture
-def long_listing(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def long_listing(entrypoints_here: Callable[[str], None]) -> None:
     """Run the daemon's entrypoints here, with a script in place of conntrack."""
-    script = tmp_path / "conntrack"
-    script.write_text(LONG_LISTING.format(python=sys.executable), encoding="ascii")
-    script.chmod(0o755)
-    opts.register_opts(cfg.CONF)
-    monkeypatch.setattr(privileged.default, "client_mode", False)
-    cfg.CONF.set_override("conntrack_binary", str(script), group=opts.GROUP)
-    priv._opts_registered = True
-    try:
-        yield
-    finally:
-        for handle in list(priv_streams._streams):
-            priv_streams.stop_stream(handle)
-        cfg.CONF.clear_override("conntrack_binary", group=opts.GROUP)
+    entrypoints_here(LONG_LISTING.format(python=sys.executable))
 
 
 def test_conntrack_prints_a_listing_ahead_into_a_large_pipe(long_listing: None) -> None:
     handle, _argv = priv_streams.start_listing(commands.ListCommand().to_primitive(), None, 60)
     stream = priv_streams._streams[handle]
     assert stream.proc.stdout is not None
-    pipe = fcntl.fcntl(stream.proc.stdout.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    pipe = fcntl.fcntl(stream.proc.stdout.fileno(), fcntl.F_GETPIPE_SZ)
     assert pipe == event_streams.LISTING_PIPE
     time.sleep(1.0)  # nobody reads: the child fills the whole pipe meanwhile
     text, finished, *_ = priv_streams.read_stream(handle, event_streams.MAX_READ)
